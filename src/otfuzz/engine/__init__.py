@@ -1,0 +1,1 @@
+"""Case generation, strategies, the campaign loop, confirmation and minimisation (protocol-agnostic)."""

@@ -1,0 +1,419 @@
+"""A fuzzing campaign: configuration, the worker loop, and what ends up in the evidence store.
+
+The campaign owns the schedule (which case id runs next), the pacing (rate cap, concurrency),
+the health checks (a probe at a fixed interval and after every suspicious outcome), and the
+hand-off of suspicious outcomes to the Investigator. It is protocol-agnostic: everything it
+knows about the wire comes through the protocol module's interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import platform
+import socket
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from otfuzz import __version__
+from otfuzz.engine.cases import TestCase
+from otfuzz.engine.executor import CaseOutcome, CaseRunner
+from otfuzz.engine.generator import CaseGenerator
+from otfuzz.engine.investigate import Investigator, TargetDown
+from otfuzz.engine.strategies import GROUPS
+from otfuzz.errors import OtfuzzError
+from otfuzz.monitor.anomaly import AnomalyClass, first_look
+from otfuzz.monitor.probe import HealthProbe, ProbeResult
+from otfuzz.monitor.process import TargetProcess
+from otfuzz.protocols import protocol_class
+from otfuzz.protocols.base import Protocol, ReplyKind
+from otfuzz.store.evidence import EvidenceStore
+from otfuzz.transport.ratelimit import RateLimiter
+from otfuzz.transport.target import Scope, Target, parse_target
+
+HISTORY_LIMIT = 256
+
+
+@dataclass
+class CampaignConfig:
+    """Everything that defines a campaign; with the seed it reproduces every case."""
+
+    target: str
+    seed: int = 0
+    duration: float | None = None
+    max_cases: int | None = None
+    groups: list[str] = field(default_factory=lambda: list(GROUPS))
+    rate: float | None = None
+    concurrency: int = 1
+    timeout: float | None = None
+    read_only: bool = False
+    scope: list[str] = field(default_factory=list)
+    target_cmd: str | None = None
+    probe_interval: float = 5.0
+    probe_deadline: float = 2.0
+    degradation_factor: float = 10.0
+    recovery_timeout: float = 10.0
+    minimise_budget: int = 48
+    confirm: bool = True
+    operator: str | None = None
+    organisation: str | None = None
+    independence: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CampaignConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
+
+    def validate(self) -> None:
+        if self.duration is None and self.max_cases is None:
+            raise OtfuzzError("give --duration or --cases: a campaign must be bounded")
+        for name in ("duration", "rate", "timeout", "probe_interval", "probe_deadline", "recovery_timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise OtfuzzError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.max_cases is not None and self.max_cases <= 0:
+            raise OtfuzzError(f"--cases must be positive, got {self.max_cases}")
+        if not 1 <= self.concurrency <= 64:
+            raise OtfuzzError(f"--concurrency must be from 1 to 64, got {self.concurrency}")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def host_record() -> dict[str, str]:
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version()}
+
+
+@dataclass
+class Snapshot:
+    """What the progress display shows."""
+
+    cases: int
+    rate: float
+    anomalies: dict[str, int]
+    health: str
+    elapsed: float
+    remaining: float | None
+
+
+class Campaign:
+    """Runs one campaign into one run folder."""
+
+    def __init__(self, config: CampaignConfig, run_dir: Path, store: EvidenceStore, on_progress: Callable[[Snapshot], None] | None = None) -> None:
+        config.validate()
+        self.config = config
+        self.run_dir = run_dir
+        self.store = store
+        self.on_progress = on_progress
+        self.target: Target = parse_target(config.target)
+        self.protocol: Protocol = protocol_class(self.target.scheme)(self.target.options)
+        if self.target.port is None:  # pragma: no cover - parse_target always sets it
+            raise OtfuzzError("no port")
+        self.address = Scope(config.scope).check(self.target)
+        self.generator = CaseGenerator(self.protocol, config.seed, config.groups, config.read_only)
+        if self.protocol.single_association and config.concurrency > 1:
+            raise OtfuzzError(f"{self.protocol.name} targets serve one association at a time: use --concurrency 1")
+        self.probe = HealthProbe(self.protocol, self.address, self.target.port, config.probe_deadline, config.degradation_factor)
+        self.process = TargetProcess(config.target_cmd, run_dir / "target-stderr.log") if config.target_cmd else None
+        self.limiter = RateLimiter(config.rate)
+        self.stop_requested = False
+        self.stop_reason = ""
+        self.t0 = time.monotonic()
+        self.elapsed_before = 0.0
+        self.timeout = config.timeout or 0.5
+        self._next_id = 0
+        self._inflight: set[int] = set()
+        self._results: dict[int, tuple[str, str]] = {}
+        self._history: deque[TestCase] = deque(maxlen=HISTORY_LIMIT)
+        self._lock = asyncio.Lock()
+        self._running = asyncio.Event()
+        self._running.set()
+        self._last_probe = 0.0
+        self._silent = 0
+        self._cases_done = 0
+        self._anomaly_counts: Counter[str] = Counter()
+        # (case id, class) already in the store: a case re-run after a resume must not be recorded twice.
+        self._known: set[tuple[int, str]] = set()
+        self._health = "unknown"
+        self._runners: list[CaseRunner] = []
+        self.investigator = Investigator(self.protocol, self.probe, self._new_runner, self.process, config.recovery_timeout,
+                                         config.minimise_budget, self._log)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.monotonic() - self.t0)
+
+    def _new_runner(self) -> CaseRunner:
+        return CaseRunner(self.protocol, self.address, self.target.port, self.timeout, self.config.probe_deadline)
+
+    def _log(self, kind: str, detail: str) -> None:
+        self.store.event(round(self.elapsed(), 3), kind, detail)
+
+    def _record_probe(self, result: ProbeResult) -> None:
+        latency = None if result.latency is None else round(result.latency * 1000, 3)
+        self.store.probe(round(self.elapsed() - (time.monotonic() - result.at), 3), result.ok, latency, result.reason)
+        self._health = "ok" if result.ok and result.reason == "ok" else result.reason
+
+    def request_stop(self, reason: str = "stopped by operator") -> None:
+        if not self.stop_requested:
+            self.stop_requested = True
+            self.stop_reason = reason
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, resume: bool) -> None:
+        """Bring the target up, learn the probe baseline and write the campaign metadata."""
+        if self.process is not None:
+            self.process.start()
+            if not await self.investigator.wait_ready():
+                exit_info = self.process.stop()
+                tail = exit_info.stderr_tail.strip().splitlines()[-1:] if exit_info else []
+                raise OtfuzzError(f"--target-cmd did not answer the health probe within 15 s" + (f" ({tail[0]})" if tail else ""))
+        first = await self.probe.check()
+        if first.reason == "refused":
+            raise OtfuzzError(f"target {self.target.url} is unreachable: connection refused at {self.address}:{self.target.port}")
+        baseline = await self.probe.learn_baseline()
+        if baseline is None:
+            hint = getattr(self.protocol, "probe_hint", "") or "check the target URL's options"
+            raise OtfuzzError(
+                f"baseline probe failed: {self.target.url} gave no valid answer to the health probe "
+                f"({self.protocol.probe().description}; last result: {first.reason}); {hint}"
+            )
+        if self.config.timeout is None:
+            # Auto timeout: generous against the learned latency, bounded for throughput.
+            self.timeout = min(2.0, max(0.1, baseline.p95 * 20))
+        if resume:
+            self._next_id, self.elapsed_before = self.store.progress()
+            self._cases_done = sum(sum(r.values()) for r in self.store.counts().values())
+            for known in self.store.anomalies():
+                self._anomaly_counts[known["class"]] += 1
+                self._known.add((known["case_id"], known["class"]))
+            self._log("resume", f"resumed at case {self._next_id}")
+        else:
+            identity = await self._read_identity()
+            self.store.set_meta("campaign", {
+                "id": str(uuid.uuid4()),
+                "kind": "fuzz",
+                "seed": self.config.seed,
+                "config": self.config.as_dict(),
+                "config_sha256": self.config.sha256(),
+                "started_at": now_iso(),
+                "host": host_record(),
+                "operator": self.config.operator,
+                "organisation": self.config.organisation,
+                "independence": self.config.independence,
+            })
+            self.store.set_meta("tool", {"name": "otfuzz", "version": __version__})
+            self.store.set_meta("target", {"url": self.target.url, "protocol": self.protocol.name, "address": self.address,
+                                           "port": self.target.port, "identity": identity, "command": self.config.target_cmd})
+        self.store.set_meta("liveness", {
+            "method": self.protocol.liveness_note,
+            "probe_request_hex": self.protocol.probe().frame.hex(),
+            "baseline_ms": baseline.as_record(),
+            "degradation_factor": self.config.degradation_factor,
+            "case_timeout_ms": round(self.timeout * 1000, 3),
+        })
+        self._set_status("running")
+        self.t0 = time.monotonic()
+        self._last_probe = time.monotonic()
+        self._health = "ok"
+
+    async def _read_identity(self) -> dict[str, str]:
+        identity: dict[str, str] = {}
+        for request in self.protocol.identify():
+            runner = self._new_runner()
+            try:
+                outcome = await runner.run_frames((request,))
+            finally:
+                runner.drop()
+            if outcome.reply is not None:
+                identity.update(self.protocol.parse_identity(outcome.reply))
+        return identity
+
+    def _set_status(self, status: str, reason: str = "") -> None:
+        meta = self.store.get_meta("campaign") or {}
+        meta["status"] = status
+        meta["ended_at"] = now_iso() if status != "running" else None
+        meta["elapsed_s"] = round(self.elapsed(), 3)
+        if reason:
+            meta["stop_reason"] = reason
+        self.store.set_meta("campaign", meta)
+
+    async def run(self, resume: bool = False) -> str:
+        """Run to the end; returns the final status (completed, interrupted or failed)."""
+        try:
+            await self.start(resume)
+        except BaseException:
+            if self.process is not None:
+                self.process.stop()
+            raise
+        status = "completed"
+        flusher = asyncio.create_task(self._flush_loop())
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.config.concurrency)]
+        try:
+            done = await asyncio.gather(*workers, return_exceptions=True)
+            for result in done:
+                if isinstance(result, TargetDown):
+                    status, self.stop_reason = "failed", str(result)
+                elif isinstance(result, BaseException):
+                    raise result
+            if self.stop_requested and status != "failed":
+                status = "interrupted"
+        except asyncio.CancelledError:
+            status, self.stop_reason = "interrupted", self.stop_reason or "cancelled"
+        finally:
+            flusher.cancel()
+            for runner in self._runners:
+                runner.drop()
+            self._flush()
+            self._set_status(status, self.stop_reason or ("reached the configured bound" if status == "completed" else ""))
+            if self.process is not None:
+                await asyncio.to_thread(self.process.stop)
+        return status
+
+    def _done(self) -> bool:
+        if self.stop_requested:
+            return True
+        if self.config.max_cases is not None and self._next_id >= self.config.max_cases:
+            return True
+        if self.config.duration is not None and self.elapsed() >= self.config.duration:
+            return True
+        return False
+
+    async def _worker(self) -> None:
+        runner = self._new_runner()
+        self._runners.append(runner)
+        while True:
+            await self._running.wait()
+            if self._done():
+                return
+            case_id = self._next_id
+            self._next_id += 1
+            self._inflight.add(case_id)
+            case = self.generator.case(case_id)
+            await self.limiter.acquire()
+            outcome = await runner.run(case)
+            self._results[case_id] = (case.group, outcome.kind.value)
+            self._history.append(case)
+            self._cases_done += 1
+            self._silent = self._silent + 1 if outcome.kind in (ReplyKind.NO_REPLY, ReplyKind.CLOSED) else 0
+            suspicious, candidate = first_look(outcome.kind, outcome.request_valid, self._silent)
+            if self.process is not None and self.process.poll() is not None:
+                suspicious = True
+            due = time.monotonic() - self._last_probe >= self.config.probe_interval
+            if suspicious or due:
+                async with self._lock:
+                    self._running.clear()
+                    try:
+                        await self._check_health(case, outcome, candidate if suspicious else None)
+                    finally:
+                        self._running.set()
+            self._inflight.discard(case_id)
+
+    async def _check_health(self, case: TestCase, outcome: CaseOutcome, candidate: AnomalyClass | None) -> None:
+        diagnosis = await self.investigator.diagnose(candidate)
+        for result in diagnosis.probes:
+            self._record_probe(result)
+        self._last_probe = time.monotonic()
+        if diagnosis.anomaly is None:
+            self._history.clear()
+            self._silent = 0
+            return
+        for runner in self._runners:
+            runner.drop()
+        history = list(self._history) if diagnosis.anomaly.target_level else [case]
+        if not history or history[-1].case_id != case.case_id:
+            history.append(case)
+        anomaly = diagnosis.anomaly
+        if (case.case_id, anomaly.value) in self._known:
+            self._log("anomaly-repeat", f"{anomaly.value} at case {case.case_id} is already recorded (resumed run)")
+            if not await self.investigator.restore():
+                raise TargetDown(f"target stopped answering after case {case.case_id} ({anomaly.value}); restart it and "
+                                 f"continue with: otfuzz run --resume {self.run_dir}")
+            self._history.clear()
+            return
+        self._known.add((case.case_id, anomaly.value))
+        record: dict[str, Any] = {
+            "case_id": case.case_id,
+            "group": case.group,
+            "class": anomaly.value,
+            "detected_at": now_iso(),
+            "elapsed_s": round(self.elapsed(), 3),
+            "description": case.description,
+            "template": case.template,
+            "frames_hex": [f.hex() for f in case.frames],
+            "reply_hex": outcome.reply.hex() if outcome.reply is not None else None,
+            "reply_kind": outcome.kind.value,
+            "reply_detail": outcome.detail,
+            "request_problems": list(outcome.request_problems),
+            "timings": {"latency_ms": round(outcome.latency * 1000, 3), "case_timeout_ms": round(self.timeout * 1000, 3),
+                        "probe_slow_threshold_ms": round(self.probe.slow_threshold * 1000, 3)},
+            "probes": [p.as_record(self.t0 - self.elapsed_before) for p in diagnosis.probes],
+            "reproducible": False,
+            "confirmation": {"status": "pending"},
+            "reproducer": {"case_ids": [c.case_id for c in history], "frames_hex": [f.hex() for c in history for f in c.frames],
+                           "minimised": False},
+            "target_exit": diagnosis.exit.as_record() if diagnosis.exit else None,
+            "history_case_ids": [c.case_id for c in history],
+        }
+        anomaly_id = self.store.add_anomaly(case.case_id, case.group, anomaly.value, record)
+        self._anomaly_counts[anomaly.value] += 1
+        self._log("anomaly", f"#{anomaly_id} {anomaly.value} at case {case.case_id}: {case.description}")
+        if self.config.confirm and not self.stop_requested:
+            try:
+                result = await self.investigator.confirm_and_minimise(anomaly, history)
+            except TargetDown:
+                record["confirmation"] = {"status": "target did not come back for confirmation"}
+                self.store.update_anomaly(anomaly_id, record)
+                raise
+            record.update(result)
+            record["confirmation"]["status"] = "confirmed" if result["reproducible"] else "not reproduced"
+        else:
+            record["confirmation"] = {"status": "skipped"}
+        self.store.update_anomaly(anomaly_id, record)
+        if not await self.investigator.restore():
+            raise TargetDown(
+                f"target stopped answering after case {case.case_id} ({anomaly.value}) and did not recover within "
+                f"{self.config.recovery_timeout:g} s; restart it and continue with: otfuzz run --resume {self.run_dir}"
+            )
+        self._history.clear()
+        self._silent = 0
+        self._last_probe = time.monotonic()
+        self._health = "ok"
+
+    # -- persistence and progress ---------------------------------------------------------------
+
+    def _flush(self) -> None:
+        watermark = min(self._inflight) if self._inflight else self._next_id
+        for case_id in [c for c in self._results if c < watermark]:
+            group, reply = self._results.pop(case_id)
+            self.store.count(group, reply)
+        done = self._cases_done - len(self._results)
+        self.store.flush(watermark, round(self.elapsed(), 3), (round(self.elapsed(), 3), done, sum(self._anomaly_counts.values())))
+
+    async def _flush_loop(self) -> None:
+        last_cases, last_t = self._cases_done, time.monotonic()
+        while True:
+            await asyncio.sleep(0.5)
+            self._flush()
+            now = time.monotonic()
+            if self.on_progress is not None:
+                rate = (self._cases_done - last_cases) / max(now - last_t, 1e-9)
+                last_cases, last_t = self._cases_done, now
+                remaining = None if self.config.duration is None else max(0.0, self.config.duration - self.elapsed())
+                self.on_progress(Snapshot(self._cases_done, rate, dict(self._anomaly_counts), self._health, self.elapsed(), remaining))

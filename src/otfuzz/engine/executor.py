@@ -1,0 +1,110 @@
+"""Runs test cases over a connection and judges each reply with the protocol module.
+
+One `CaseRunner` per worker: it keeps its connection across cases (reuse is most of the speed)
+and drops it whenever the stream may be out of step (no reply, malformed reply, close), so a
+late answer to one case is never taken for the answer to the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from otfuzz.engine.cases import TestCase
+from otfuzz.protocols.base import Protocol, ReplyKind
+from otfuzz.transport.tcp import Connection
+
+
+@dataclass(frozen=True)
+class CaseOutcome:
+    """What happened to the last frame of a case (prefix failures end the case early)."""
+
+    kind: ReplyKind
+    detail: str
+    reply: bytes | None
+    latency: float
+    frame_index: int
+    request_problems: tuple[str, ...] = ()
+
+    @property
+    def request_valid(self) -> bool:
+        return not self.request_problems
+
+    def as_record(self) -> dict[str, object]:
+        return {
+            "reply_kind": self.kind.value,
+            "reply_detail": self.detail,
+            "reply_hex": self.reply.hex() if self.reply is not None else None,
+            "latency_ms": round(self.latency * 1000, 3),
+            "frame_index": self.frame_index,
+            "request_problems": list(self.request_problems),
+        }
+
+
+class CaseRunner:
+    def __init__(self, protocol: Protocol, host: str, port: int, timeout: float, connect_timeout: float = 2.0) -> None:
+        self.protocol = protocol
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.conn: Connection | None = None
+
+    async def connect(self) -> Connection:
+        if self.conn is None or not self.conn.alive:
+            self.drop()
+            self.conn = await Connection.open(self.host, self.port, self.protocol.session(), self.connect_timeout)
+        return self.conn
+
+    def drop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    async def run(self, case: TestCase) -> CaseOutcome:
+        return await self.run_frames(case.frames)
+
+    async def run_frames(self, frames: tuple[bytes, ...] | list[bytes]) -> CaseOutcome:
+        protocol = self.protocol
+        try:
+            conn = await self.connect()
+        except ConnectionRefusedError:
+            return CaseOutcome(ReplyKind.RESET, "connection refused", None, 0.0, 0)
+        except (TimeoutError, asyncio.TimeoutError):
+            return CaseOutcome(ReplyKind.NO_REPLY, "connect timed out", None, 0.0, 0)
+        except ConnectionError as exc:
+            return CaseOutcome(ReplyKind.CLOSED, f"connection failed: {exc}", None, 0.0, 0)
+        except OSError as exc:
+            return CaseOutcome(ReplyKind.RESET, f"connect failed: {exc.strerror or exc}", None, 0.0, 0)
+        last = len(frames) - 1
+        for index, frame in enumerate(frames):
+            exchange = await conn.exchange(frame, self.timeout, protocol.expects_reply(frame))
+            if exchange.outcome == "reply":
+                assert exchange.reply is not None
+                verdict = protocol.classify(frame, exchange.reply)
+                kind, detail = verdict.kind, verdict.detail
+                problems: tuple[str, ...] = ()
+                if kind is ReplyKind.NORMAL and index == last:
+                    problems = tuple(protocol.check_request(frame))
+                    if problems:
+                        kind, detail = ReplyKind.SPEC_VIOLATION, "answered normally: " + "; ".join(problems)
+                if kind is ReplyKind.MALFORMED:
+                    self.drop()
+                if index < last and kind in (ReplyKind.NORMAL, ReplyKind.EXCEPTION):
+                    continue
+                return CaseOutcome(kind, detail, exchange.reply, exchange.latency, index, problems)
+            if exchange.outcome == "timeout" and not protocol.expects_reply(frame):
+                if index < last:
+                    continue
+                return CaseOutcome(ReplyKind.NO_REPLY, "no reply expected", None, 0.0, index)
+            self.drop()
+            if exchange.outcome == "timeout":
+                if exchange.leftover:
+                    return CaseOutcome(ReplyKind.MALFORMED, f"incomplete reply of {len(exchange.leftover)} bytes",
+                                       exchange.leftover, exchange.latency, index, tuple(protocol.check_request(frame)))
+                kind = ReplyKind.NO_REPLY
+            else:
+                kind = ReplyKind.RESET if exchange.outcome == "reset" else ReplyKind.CLOSED
+            return CaseOutcome(kind, exchange.outcome, exchange.leftover or None, exchange.latency, index,
+                               tuple(protocol.check_request(frame)))
+        raise AssertionError("a case has at least one frame")

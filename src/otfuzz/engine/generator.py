@@ -1,0 +1,65 @@
+"""The case generator: maps a case id to exactly one test case, forever.
+
+The schedule interleaves the test groups by weight (boundary 3, structural 2, mutation 4,
+sequence 1 of every 10 cases by default), so any prefix of a campaign covers every group and a
+resumed or replayed case id yields the same bytes. Read-only mode filters templates *and* every
+generated frame: a bit flip must never turn a read into a write on a live plant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from otfuzz.engine.cases import TestCase, case_rng
+from otfuzz.engine.strategies import GROUPS, build_strategies
+from otfuzz.errors import OtfuzzError
+from otfuzz.protocols.base import Protocol
+
+READ_ONLY_RETRIES = 32
+
+
+class CaseGenerator:
+    def __init__(self, protocol: Protocol, seed: int, groups: Sequence[str] | None = None, read_only: bool = False) -> None:
+        self.protocol = protocol
+        self.seed = seed
+        self.read_only = read_only
+        groups = list(groups or GROUPS)
+        unknown = [g for g in groups if g not in GROUPS]
+        if unknown:
+            raise OtfuzzError(f"unknown test group '{unknown[0]}' (known: {', '.join(GROUPS)})")
+        templates = [t for t in protocol.templates() if not (read_only and (t.writes or t.disruptive))]
+        if not templates:
+            raise OtfuzzError(f"{protocol.name}: no request types left to send in read-only mode")
+        self.templates = templates
+        self.strategies = build_strategies(protocol, templates, groups)
+        # slot -> (group, rank of this slot among the group's slots)
+        self.schedule: list[tuple[str, int]] = []
+        for name in groups:
+            for rank in range(GROUPS[name]):
+                self.schedule.append((name, rank))
+        self.weights = {name: GROUPS[name] for name in groups}
+        # The safe fallback when read-only mode rejects every retry: the probe is a known read.
+        self._fallback = protocol.probe().frame
+
+    @property
+    def groups(self) -> list[str]:
+        return list(self.strategies)
+
+    def case(self, case_id: int) -> TestCase:
+        """The test case with this id: a pure function of (seed, case id, configuration)."""
+        if case_id < 0:
+            raise ValueError("case ids start at 0")
+        cycle, slot = divmod(case_id, len(self.schedule))
+        group, rank = self.schedule[slot]
+        index = cycle * self.weights[group] + rank
+        strategy = self.strategies[group]
+        rng = case_rng(self.seed, case_id)
+        made = strategy.make(index, rng)
+        if self.read_only:
+            for _ in range(READ_ONLY_RETRIES):
+                if not any(self.protocol.is_write(frame) for frame in made.frames):
+                    break
+                made = strategy.make(rng.randrange(1 << 30), rng)
+            else:
+                return TestCase(case_id, group, (self._fallback,), "probe", "read-only fallback: valid probe request")
+        return TestCase(case_id, group, made.frames, made.template, made.description)

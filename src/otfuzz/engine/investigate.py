@@ -1,0 +1,208 @@
+"""From a suspicious outcome to a confirmed, minimised anomaly.
+
+Steps, each recorded: probe the target on its own connection and classify (crash, hang,
+unresponsive-after, degradation, or the reply-level candidate); bring the target back (restart
+it when otfuzz owns it, else wait for it to recover); replay the case, or the sequence of cases
+since the last healthy probe, against the recovered target to confirm; then shrink the
+reproducer with delta debugging, first over the sequence of cases and then over the bytes of
+the last message. Every trial starts from a healthy target, so a reproducer never depends on
+damage done by an earlier trial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from otfuzz.engine.cases import TestCase
+from otfuzz.engine.executor import CaseOutcome, CaseRunner
+from otfuzz.engine.minimise import ddmin
+from otfuzz.monitor.anomaly import AnomalyClass
+from otfuzz.monitor.probe import HealthProbe, ProbeResult
+from otfuzz.monitor.process import ExitInfo, TargetProcess
+from otfuzz.protocols.base import Protocol
+
+
+@dataclass
+class Diagnosis:
+    anomaly: AnomalyClass | None
+    probes: list[ProbeResult] = field(default_factory=list)
+    exit: ExitInfo | None = None
+    recovered: bool = True
+    note: str = ""
+
+
+class TargetDown(Exception):
+    """The target did not come back: the campaign cannot go on."""
+
+
+class Investigator:
+    def __init__(self, protocol: Protocol, probe: HealthProbe, runner_factory: Callable[[], CaseRunner],
+                 process: TargetProcess | None, recovery_timeout: float, minimise_budget: int,
+                 log: Callable[[str, str], None], start_timeout: float = 15.0) -> None:
+        self.protocol = protocol
+        self.probe = probe
+        self.runner_factory = runner_factory
+        self.process = process
+        self.recovery_timeout = recovery_timeout
+        self.minimise_budget = minimise_budget
+        self.log = log
+        self.start_timeout = start_timeout
+
+    # -- diagnosis ----------------------------------------------------------------------------
+
+    async def diagnose(self, candidate: AnomalyClass | None) -> Diagnosis:
+        """Probe the target and name what is wrong (None: healthy and nothing to report)."""
+        first = await self.probe.check()
+        probes = [first]
+        exit_info = self.process.poll() if self.process else None
+        if exit_info is not None or first.reason == "refused":
+            return Diagnosis(AnomalyClass.CRASH, probes, exit_info, recovered=False)
+        if not first.ok:
+            recovered, more = await self._wait_for_recovery()
+            probes += more
+            exit_info = self.process.poll() if self.process else None
+            if exit_info is not None:
+                return Diagnosis(AnomalyClass.CRASH, probes, exit_info, recovered=False)
+            return Diagnosis(AnomalyClass.HANG if recovered else AnomalyClass.UNRESPONSIVE_AFTER, probes, recovered=recovered)
+        if first.reason == "slow":
+            more = await self.probe.settle(2)
+            probes += more
+            if self._slow(probes):
+                return Diagnosis(AnomalyClass.DEGRADATION, probes)
+        return Diagnosis(candidate, probes)
+
+    def _slow(self, probes: Sequence[ProbeResult]) -> bool:
+        latencies = [p.latency if p.latency is not None else float("inf") for p in probes]
+        return statistics.median(latencies) > self.probe.slow_threshold
+
+    async def _wait_for_recovery(self) -> tuple[bool, list[ProbeResult]]:
+        deadline = time.monotonic() + self.recovery_timeout
+        probes: list[ProbeResult] = []
+        while time.monotonic() < deadline:
+            if self.process and self.process.poll() is not None:
+                return False, probes
+            await asyncio.sleep(0.2)
+            result = await self.probe.check()
+            probes.append(result)
+            if result.ok and result.reason == "ok":
+                return True, probes
+            if len(probes) >= 200:
+                break
+        return False, probes
+
+    # -- bringing the target back -------------------------------------------------------------
+
+    async def restore(self) -> bool:
+        """Make the target healthy again: restart it if we own it, else wait for it."""
+        result = await self.probe.check()
+        if result.ok and result.reason == "ok":
+            return True
+        if self.process is not None:
+            await self.restart()
+            return True
+        recovered, _ = await self._wait_for_recovery()
+        return recovered
+
+    async def restart(self) -> None:
+        assert self.process is not None
+        await asyncio.to_thread(self.process.stop)
+        self.process.start()
+        self.log("restart", f"target restarted (start {self.process.starts})")
+        if not await self.wait_ready():
+            raise TargetDown(f"target command did not answer the health probe within {self.start_timeout:g} s of a restart")
+
+    async def wait_ready(self) -> bool:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                return False
+            result = await self.probe.check()
+            if result.ok:
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    # -- replay -------------------------------------------------------------------------------
+
+    async def replay(self, frame_groups: Sequence[Sequence[bytes]], expected: AnomalyClass) -> bool:
+        """Replay cases (each a list of frames) on a healthy target; True if `expected` recurs."""
+        if not await self.restore():
+            return False
+        runner = self.runner_factory()
+        outcome: CaseOutcome | None = None
+        try:
+            for frames in frame_groups:
+                outcome = await runner.run_frames(tuple(frames))
+        finally:
+            runner.drop()
+        if outcome is None:
+            return False
+        if not expected.target_level:
+            from otfuzz.monitor.anomaly import REPLY_CANDIDATES
+
+            return REPLY_CANDIDATES.get(outcome.kind) is expected
+        if expected is AnomalyClass.CRASH:
+            await asyncio.sleep(0.05)  # give a dying process a moment to go
+        diagnosis = await self.diagnose(None)
+        return diagnosis.anomaly is not None and diagnosis.anomaly.family == expected.family
+
+    async def confirm_and_minimise(self, anomaly: AnomalyClass, history: Sequence[TestCase]) -> dict[str, object]:
+        """Confirm by replay, then shrink; returns the `confirmation` and `reproducer` records."""
+        started = time.monotonic()
+        last = history[-1]
+        trials = 0
+        # 1. The case alone, then the whole sequence since the last healthy probe.
+        sequence: list[TestCase] | None = None
+        if await self.replay([last.frames], anomaly):
+            sequence = [last]
+            trials += 1
+        elif len(history) > 1:
+            trials += 2
+            if await self.replay([c.frames for c in history], anomaly):
+                sequence = list(history)
+        else:
+            trials += 1
+        if sequence is None:
+            await self.restore()
+            return {
+                "reproducible": False,
+                "confirmation": {"method": self._method(), "trials": trials, "replayed_cases": len(history),
+                                 "seconds": round(time.monotonic() - started, 3)},
+                "reproducer": {"case_ids": [c.case_id for c in history], "frames_hex": [f.hex() for c in history for f in c.frames],
+                               "minimised": False},
+            }
+        # 2. Delta debugging over the cases, then over the bytes of the final frame.
+        budget = self.minimise_budget
+        if len(sequence) > 1:
+            async def cases_reproduce(subset: list[TestCase]) -> bool:
+                return await self.replay([c.frames for c in subset], anomaly)
+
+            sequence, used = await ddmin(sequence, cases_reproduce, budget)
+            trials += used
+            budget -= used
+        prefix = [f for c in sequence[:-1] for f in c.frames] + list(sequence[-1].frames[:-1])
+        final = sequence[-1].frames[-1]
+        if budget > 0 and len(final) > 1:
+            async def bytes_reproduce(kept: list[int]) -> bool:
+                return await self.replay([prefix + [bytes(kept)]], anomaly)
+
+            kept, used = await ddmin(list(final), bytes_reproduce, budget)
+            trials += used
+            final = bytes(kept)
+        await self.restore()
+        return {
+            "reproducible": True,
+            "confirmation": {"method": self._method(), "trials": trials, "replayed_cases": len(history),
+                             "seconds": round(time.monotonic() - started, 3)},
+            "reproducer": {"case_ids": [c.case_id for c in sequence], "frames_hex": [f.hex() for f in prefix + [final]],
+                           "minimised": True},
+        }
+
+    def _method(self) -> str:
+        if self.process is not None:
+            return "replayed against a freshly restarted target (otfuzz restarts it between trials)"
+        return "replayed against the recovered target (liveness checked by the health probe before each trial)"

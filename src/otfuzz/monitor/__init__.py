@@ -1,0 +1,1 @@
+"""Health probes, local target process supervision and anomaly classification."""

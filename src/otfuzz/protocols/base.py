@@ -1,0 +1,205 @@
+"""The contract between a sans-IO protocol module and the protocol-agnostic engine.
+
+A protocol module knows how to build valid requests (templates), frame and classify replies,
+check a request against the specification, and keep per-connection session state (handshakes,
+sequence numbers, automatic acknowledgements). It knows nothing about sockets, time or fuzzing:
+the engine mutates the bytes it is given, the transport moves them, and this layer says what the
+bytes mean.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar
+
+from otfuzz.errors import OtfuzzError
+from otfuzz.protocols.model import MessageType
+
+
+class ReplyKind(str, Enum):
+    """What the target did with one request, judged from the protocol alone."""
+
+    NORMAL = "normal"  # a well-formed, positive answer
+    EXCEPTION = "exception"  # a well-formed rejection (Modbus exception, IEC 104 negative confirm...)
+    MALFORMED = "malformed"  # an answer that does not parse or does not match the request
+    SPEC_VIOLATION = "spec-violation"  # answered normally although the specification says reject
+    NO_REPLY = "no-reply"  # nothing came back within the timeout
+    CLOSED = "closed"  # the target closed the connection (FIN) instead of answering
+    RESET = "reset"  # the connection was reset (RST) or refused
+
+
+@dataclass(frozen=True)
+class ReplyVerdict:
+    kind: ReplyKind
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Template:
+    """A valid request: the seed every fuzzing strategy starts from.
+
+    `values` fill `message`; `writes` marks requests that change the target's state and
+    `disruptive` those that restart or reconfigure it: read-only mode excludes both.
+    """
+
+    name: str
+    message: MessageType
+    values: Mapping[str, Any] = field(default_factory=dict)
+    writes: bool = False
+    disruptive: bool = False
+
+    def encode(self, **overrides: Any) -> bytes:
+        return self.message.encode(dict(self.values), **overrides)
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """A URL query option a protocol accepts (`dnp3://host:20000?outstation=1`)."""
+
+    default: str
+    doc: str
+    kind: type = str
+
+
+class Session(ABC):
+    """Per-connection protocol state, sans-IO.
+
+    The engine calls `opening()` after connecting and sends each frame, waiting for a reply;
+    `prepare()` on every outgoing frame (to patch sequence numbers and the like); `feed()` with
+    every received chunk; `next_reply()` to take one complete application reply; and sends
+    whatever `take_output()` returns (automatic acknowledgements, keep-alive answers).
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._output = bytearray()
+
+    def opening(self) -> list[bytes]:
+        return []
+
+    def prepare(self, frame: bytes) -> bytes:
+        return frame
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    @abstractmethod
+    def next_reply(self) -> bytes | None:
+        """Pop one complete reply frame from the buffer, or None when none is complete yet."""
+
+    def take_output(self) -> bytes:
+        out = bytes(self._output)
+        self._output.clear()
+        return out
+
+    def leftover(self) -> bytes:
+        """Bytes received that never formed a complete frame (shown in malformed-reply records)."""
+        return bytes(self._buffer)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A valid request with a known good answer, used to decide whether the target is alive."""
+
+    frame: bytes
+    description: str
+
+    def __post_init__(self) -> None:
+        if not self.frame:
+            raise ValueError("a probe needs a request")
+
+
+class Protocol(ABC):
+    """One industrial protocol. Subclasses are registered in `otfuzz.protocols.registry`."""
+
+    name: ClassVar[str]
+    schemes: ClassVar[tuple[str, ...]]
+    default_port: ClassVar[int]
+    transport: ClassVar[str] = "tcp"
+    options_spec: ClassVar[Mapping[str, OptionSpec]] = {}
+    # A target that serves one association at a time (DNP3): the health probe must run on the
+    # fuzzing connection, never beside it, or it would displace the association it judges.
+    single_association: ClassVar[bool] = False
+    liveness_note: ClassVar[str] = "a valid request on its own connection answered correctly within the deadline"
+
+    def __init__(self, options: Mapping[str, str] | None = None) -> None:
+        self.options: dict[str, Any] = {}
+        given = dict(options or {})
+        for key in given:
+            if key not in self.options_spec:
+                known = ", ".join(sorted(self.options_spec)) or "none"
+                raise OtfuzzError(f"{self.name}: unknown option '{key}' (known options: {known})")
+        for key, spec in self.options_spec.items():
+            raw = given.get(key, spec.default)
+            try:
+                self.options[key] = spec.kind(raw)
+            except ValueError:
+                raise OtfuzzError(f"{self.name}: option {key}={raw!r} is not a valid {spec.kind.__name__}") from None
+
+    # -- what to send -------------------------------------------------------------------------
+
+    @abstractmethod
+    def templates(self) -> Sequence[Template]:
+        """Every valid request this module can build."""
+
+    @abstractmethod
+    def message_types(self) -> Sequence[MessageType]:
+        """Request layouts, for the boundary strategy (one per template is fine)."""
+
+    def structural_faults(self, template: Template, index: int) -> tuple[str, bytes] | None:
+        """Protocol-specific structural faults (length fields, protocol ids...); index-th of them.
+
+        Returns (description, frame) or None when `index` is past the end of the list.
+        """
+        return None
+
+    @abstractmethod
+    def probe(self) -> Probe:
+        """The health probe request."""
+
+    @abstractmethod
+    def probe_ok(self, reply: bytes) -> bool:
+        """True when `reply` is the known good answer to `probe()`."""
+
+    @abstractmethod
+    def session(self) -> Session:
+        """A new per-connection state machine."""
+
+    # -- what came back -----------------------------------------------------------------------
+
+    @abstractmethod
+    def check_request(self, frame: bytes) -> list[str]:
+        """Ways a request departs from the specification; empty when it is a valid request.
+
+        A conforming target must reject (exception, no reply or close) any request for which
+        this list is not empty; answering it normally is a spec violation.
+        """
+
+    @abstractmethod
+    def classify(self, request: bytes, reply: bytes) -> ReplyVerdict:
+        """Judge one complete reply to `request` (NORMAL, EXCEPTION or MALFORMED, plus detail).
+
+        The engine upgrades NORMAL to SPEC_VIOLATION when `check_request` found problems.
+        """
+
+    def is_write(self, frame: bytes) -> bool:
+        """True when sending `frame` could change state: read-only mode never sends it."""
+        return False
+
+    def describe(self, frame: bytes) -> str:
+        """A short human description of a request, for reports."""
+        return frame[:16].hex()
+
+    def identify(self) -> list[bytes]:
+        """Requests that read the device's identity (vendor, product, version), if any."""
+        return []
+
+    def parse_identity(self, reply: bytes) -> dict[str, str]:
+        return {}
+
+    def expects_reply(self, frame: bytes) -> bool:
+        """False for requests the specification says are never answered (broadcasts)."""
+        return True

@@ -1,0 +1,1 @@
+"""The results document and the report writers built on it."""

@@ -1,0 +1,1 @@
+"""The embedded SQLite evidence store of a run folder."""
