@@ -27,7 +27,7 @@ EXIT_TARGET_DOWN = 3
 EXIT_INTERRUPTED = 130
 
 # Layers that add their own subcommands: module -> add_commands(subparsers).
-EXTENSIONS = ("otfuzz.report.commands", "otfuzz.compliance.commands", "otfuzz.stress.commands")
+EXTENSIONS = ("otfuzz.report.commands", "otfuzz.compliance.system_commands", "otfuzz.stress.commands")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--groups", type=_csv, help="test groups to run (default: boundary,structural,mutation,sequence)")
     run.add_argument("--rate", type=float, help="cap in cases per second across all connections")
     run.add_argument("--concurrency", type=int, default=1, help="parallel connections (default 1)")
-    run.add_argument("--timeout", type=float, help="seconds to wait for a reply (default: 20x the probe's p95, 0.1-2 s)")
+    run.add_argument("--timeout", type=float, help="seconds to wait for a reply (default: 20x the probe p95, 0.02-2 s)")
     run.add_argument("--read-only", action="store_true", help="never send a write or restart request (for live plants)")
     run.add_argument("--scope", action="append", default=[], help="addresses or networks you may test besides loopback")
     run.add_argument("--target-cmd", help="command that starts the target; otfuzz restarts it after crashes")
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != name:
+            if not exc.name or not name.startswith(exc.name):
                 raise
             continue
         module.add_commands(sub)

@@ -12,12 +12,13 @@ import asyncio
 import hashlib
 import json
 import platform
+import re
 import socket
 import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ from otfuzz.transport.ratelimit import RateLimiter
 from otfuzz.transport.target import Scope, Target, parse_target
 
 HISTORY_LIMIT = 256
+AUTO_TIMEOUT_FLOOR = 0.02
+"""Shortest automatic reply timeout (s): 20x the probe's p95 latency, never below this."""
 
 
 @dataclass
@@ -88,6 +91,18 @@ class CampaignConfig:
             raise OtfuzzError(f"--cases must be positive, got {self.max_cases}")
         if not 1 <= self.concurrency <= 64:
             raise OtfuzzError(f"--concurrency must be from 1 to 64, got {self.concurrency}")
+
+
+def anomaly_signature(anomaly: AnomalyClass, template: str, detail: str) -> str:
+    """What makes two anomalies the same finding.
+
+    Reply-level: the class and the protocol's description of the fault (which names the request
+    type) with numbers blanked, since a wrong byte count is the same bug whatever the count.
+    Target-level: the class and the request type of the case that preceded it.
+    """
+    if anomaly.target_level:
+        return f"{anomaly.value}|{template}"
+    return f"{anomaly.value}|{re.sub(r'[0-9]+', '#', detail)[:160]}"
 
 
 def now_iso() -> str:
@@ -148,6 +163,7 @@ class Campaign:
         self._anomaly_counts: Counter[str] = Counter()
         # (case id, class) already in the store: a case re-run after a resume must not be recorded twice.
         self._known: set[tuple[int, str]] = set()
+        self._signatures: dict[str, int] = {}
         self._health = "unknown"
         self._runners: list[CaseRunner] = []
         self.investigator = Investigator(self.protocol, self.probe, self._new_runner, self.process, config.recovery_timeout,
@@ -196,13 +212,15 @@ class Campaign:
             )
         if self.config.timeout is None:
             # Auto timeout: generous against the learned latency, bounded for throughput.
-            self.timeout = min(2.0, max(0.1, baseline.p95 * 20))
+            self.timeout = min(2.0, max(AUTO_TIMEOUT_FLOOR, baseline.p95 * 20))
         if resume:
             self._next_id, self.elapsed_before = self.store.progress()
             self._cases_done = sum(sum(r.values()) for r in self.store.counts().values())
             for known in self.store.anomalies():
                 self._anomaly_counts[known["class"]] += 1
                 self._known.add((known["case_id"], known["class"]))
+                if "signature" in known:
+                    self._signatures.setdefault(known["signature"], known["id"])
             self._log("resume", f"resumed at case {self._next_id}")
         else:
             identity = await self._read_identity()
@@ -340,6 +358,10 @@ class Campaign:
         if not history or history[-1].case_id != case.case_id:
             history.append(case)
         anomaly = diagnosis.anomaly
+        if outcome.frame_index < len(case.frames) - 1:
+            # A prefix frame drew the reply: that frame, not the rest of the case, is the trigger.
+            case = replace(case, frames=case.frames[: outcome.frame_index + 1])
+            history[-1] = case
         if (case.case_id, anomaly.value) in self._known:
             self._log("anomaly-repeat", f"{anomaly.value} at case {case.case_id} is already recorded (resumed run)")
             if not await self.investigator.restore():
@@ -374,9 +396,17 @@ class Campaign:
         anomaly_id = self.store.add_anomaly(case.case_id, case.group, anomaly.value, record)
         self._anomaly_counts[anomaly.value] += 1
         self._log("anomaly", f"#{anomaly_id} {anomaly.value} at case {case.case_id}: {case.description}")
+        signature = anomaly_signature(anomaly, case.template, outcome.detail)
+        first_id = self._signatures.get(signature)
+        record["signature"] = signature
+        if first_id is not None:
+            record["duplicate_of"] = first_id
+        else:
+            self._signatures[signature] = anomaly_id
         if self.config.confirm and not self.stop_requested:
             try:
-                result = await self.investigator.confirm_and_minimise(anomaly, history)
+                # A known signature is confirmed by one replay; only the first of its kind is minimised.
+                result = await self.investigator.confirm_and_minimise(anomaly, history, minimise=first_id is None)
             except TargetDown:
                 record["confirmation"] = {"status": "target did not come back for confirmation"}
                 self.store.update_anomaly(anomaly_id, record)

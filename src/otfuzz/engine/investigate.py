@@ -150,59 +150,64 @@ class Investigator:
         diagnosis = await self.diagnose(None)
         return diagnosis.anomaly is not None and diagnosis.anomaly.family == expected.family
 
-    async def confirm_and_minimise(self, anomaly: AnomalyClass, history: Sequence[TestCase]) -> dict[str, object]:
-        """Confirm by replay, then shrink; returns the `confirmation` and `reproducer` records."""
+    async def confirm_and_minimise(self, anomaly: AnomalyClass, history: Sequence[TestCase], minimise: bool = True) -> dict[str, object]:
+        """Confirm by replay, then shrink; returns the `reproducible`, `confirmation` and `reproducer` records.
+
+        Confirmation replays the case alone, then the whole sequence since the last healthy probe.
+        Minimisation works on frames (each sent on its own and answered before the next, as
+        `otfuzz replay --anomaly` sends them), then on the bytes of the final frame.
+        """
         started = time.monotonic()
         last = history[-1]
-        trials = 0
-        # 1. The case alone, then the whole sequence since the last healthy probe.
+        trials = 1
         sequence: list[TestCase] | None = None
         if await self.replay([last.frames], anomaly):
             sequence = [last]
-            trials += 1
         elif len(history) > 1:
-            trials += 2
+            trials += 1
             if await self.replay([c.frames for c in history], anomaly):
                 sequence = list(history)
-        else:
-            trials += 1
-        if sequence is None:
-            await self.restore()
+
+        def result(reproducible: bool, cases: Sequence[TestCase], frames: Sequence[bytes], minimised: bool) -> dict[str, object]:
             return {
-                "reproducible": False,
+                "reproducible": reproducible,
                 "confirmation": {"method": self._method(), "trials": trials, "replayed_cases": len(history),
                                  "seconds": round(time.monotonic() - started, 3)},
-                "reproducer": {"case_ids": [c.case_id for c in history], "frames_hex": [f.hex() for c in history for f in c.frames],
-                               "minimised": False},
+                "reproducer": {"case_ids": [c.case_id for c in cases], "frames_hex": [f.hex() for f in frames], "minimised": minimised},
             }
-        # 2. Delta debugging over the cases, then over the bytes of the final frame.
-        budget = self.minimise_budget
-        if len(sequence) > 1:
-            async def cases_reproduce(subset: list[TestCase]) -> bool:
-                return await self.replay([c.frames for c in subset], anomaly)
 
-            sequence, used = await ddmin(sequence, cases_reproduce, budget)
+        if sequence is None:
+            await self.restore()
+            return result(False, history, [f for c in history for f in c.frames], False)
+        frames = [f for c in sequence for f in c.frames]
+        if not minimise:
+            return result(True, sequence, frames, False)
+        budget = self.minimise_budget
+
+        async def frames_reproduce(subset: list[bytes]) -> bool:
+            return await self.replay([[f] for f in subset], anomaly)
+
+        trials += 1
+        if len(frames) > 1 and not await frames_reproduce(frames):
+            await self.restore()  # only reproduces with the frames grouped into their cases
+            return result(True, sequence, frames, False)
+        if len(frames) > 1 and budget > 0:
+            frames, used = await ddmin(frames, frames_reproduce, budget)
             trials += used
             budget -= used
-        prefix = [f for c in sequence[:-1] for f in c.frames] + list(sequence[-1].frames[:-1])
-        final = sequence[-1].frames[-1]
+        prefix, final = frames[:-1], frames[-1]
         if budget > 0 and len(final) > 1:
             async def bytes_reproduce(kept: list[int]) -> bool:
-                return await self.replay([prefix + [bytes(kept)]], anomaly)
+                return await frames_reproduce(prefix + [bytes(kept)])
 
             kept, used = await ddmin(list(final), bytes_reproduce, budget)
             trials += used
             final = bytes(kept)
         await self.restore()
-        return {
-            "reproducible": True,
-            "confirmation": {"method": self._method(), "trials": trials, "replayed_cases": len(history),
-                             "seconds": round(time.monotonic() - started, 3)},
-            "reproducer": {"case_ids": [c.case_id for c in sequence], "frames_hex": [f.hex() for f in prefix + [final]],
-                           "minimised": True},
-        }
+        return result(True, sequence, prefix + [final], True)
 
     def _method(self) -> str:
         if self.process is not None:
-            return "replayed against a freshly restarted target (otfuzz restarts it between trials)"
-        return "replayed against the recovered target (liveness checked by the health probe before each trial)"
+            return ("replayed on a fresh connection; before every trial the health probe must pass, "
+                    "and otfuzz restarts the target (--target-cmd) when it does not")
+        return "replayed on a fresh connection; before every trial the target must have recovered and pass the health probe"

@@ -25,6 +25,8 @@ from otfuzz.protocols.base import Protocol, Template
 from otfuzz.protocols.model import Bytes, Checksum, Length, UInt
 
 INTERESTING_BYTES = (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)
+REPAIR_SHARE = 0.75
+"""Share of mutated frames whose framing is repaired so the fault reaches the inner layers."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,13 @@ class Mutation(Strategy):
                 cut_a, cut_b = rng.randrange(len(data) + 1), rng.randrange(len(other) + 1)
                 data = data[:cut_a] + bytearray(other[cut_b:])
                 notes.append(f"spliced at {cut_a} with tail of another message")
-        return Made((bytes(data),), template.name, f"{template.name}: " + ", ".join(notes or ["unchanged"]))
+        frame = bytes(data)
+        if rng.random() < REPAIR_SHARE:
+            repaired = self.protocol.repair(frame)
+            if repaired != frame:
+                frame = repaired
+                notes.append("framing repaired")
+        return Made((frame,), template.name, f"{template.name}: " + ", ".join(notes or ["unchanged"]))
 
 
 class SequenceStrategy(Strategy):
@@ -162,7 +170,7 @@ class SequenceStrategy(Strategy):
         prefix = tuple(rng.choice(self.valid) for _ in range(rng.randint(1, 4)))
         inner = self.faulty[index % len(self.faulty)]
         made = inner.make(rng.randrange(1 << 30), rng)
-        return Made(prefix + made.frames, made.template, f"{len(prefix)} valid requests, then {made.description}")
+        return Made(prefix + made.frames, made.template, f"{len(prefix)} valid request{'s' if len(prefix) > 1 else ''}, then {made.description}")
 
 
 GROUPS: dict[str, int] = {"boundary": 3, "structural": 2, "mutation": 4, "sequence": 1}

@@ -47,6 +47,10 @@ def first_look(kind: ReplyKind, request_valid: bool, silent_streak: int, streak_
     Reply-level anomalies are candidates on their own; silence or a closed connection is only
     suspicious after a valid request, or when it repeats (the target may have stopped serving).
     """
+    if kind is ReplyKind.RESET and not request_valid:
+        # Closing on garbage while unread bytes remain makes the kernel send RST: an abrupt but
+        # legitimate rejection. A reset in answer to a valid request is the anomaly.
+        kind = ReplyKind.CLOSED
     candidate = REPLY_CANDIDATES.get(kind)
     if candidate is not None:
         return True, candidate

@@ -185,6 +185,14 @@ class Protocol(ABC):
         The engine upgrades NORMAL to SPEC_VIOLATION when `check_request` found problems.
         """
 
+    def repair(self, frame: bytes) -> bytes:
+        """Make a mutated frame's framing consistent again (length fields, checksums).
+
+        Mutation uses it for most cases so that the fault reaches the inner layers instead of
+        being dropped by the framing check; unrepaired mutations still test the framing.
+        """
+        return frame
+
     def is_write(self, frame: bytes) -> bool:
         """True when sending `frame` could change state: read-only mode never sends it."""
         return False

@@ -1,0 +1,66 @@
+"""Strategies read the declared model: boundaries come from field limits, faults from framing."""
+
+from __future__ import annotations
+
+import random
+
+from otfuzz.engine.strategies import Boundary, Mutation, Structural
+from otfuzz.protocols.modbus import ModbusTCP
+
+
+def _template(protocol: ModbusTCP, name: str):
+    return next(t for t in protocol.templates() if t.name == name)
+
+
+def test_boundary_strategy_sends_quantity_limits_and_beyond() -> None:
+    protocol = ModbusTCP()
+    strategy = Boundary(protocol, [_template(protocol, "read_holding_registers")])
+    frames = [strategy.make(i, random.Random(0)).frames[0] for i in range(len(strategy.items))]
+    quantities = {int.from_bytes(f[10:12], "big") for f in frames if len(f) == 12 and f[7] == 3}
+    assert {0, 1, 124, 125, 126, 0xFFFF, 0x8000, 0x7FFF} <= quantities
+
+
+def test_boundary_strategy_cycles_through_a_finite_list() -> None:
+    protocol = ModbusTCP()
+    strategy = Boundary(protocol, protocol.templates())
+    n = len(strategy.items)
+    assert strategy.make(3, random.Random(1)) == strategy.make(3 + n, random.Random(2))
+
+
+def test_structural_strategy_includes_truncation_and_trailing_bytes_of_every_template() -> None:
+    protocol = ModbusTCP()
+    strategy = Structural(protocol, protocol.templates())
+    descriptions = [d for _, d, _ in strategy.items]
+    assert sum("truncated" in d for d in descriptions) >= len(protocol.templates())
+    assert sum("trailing" in d for d in descriptions) >= len(protocol.templates())
+    assert len({frame for _, _, frame in strategy.items}) > 100
+
+
+def test_every_structural_fault_breaks_the_specification() -> None:
+    protocol = ModbusTCP()
+    strategy = Structural(protocol, protocol.templates())
+    for template, description, frame in strategy.items:
+        if "sent twice" in description:
+            continue  # two valid frames back to back: tests framing, not validity
+        if len(frame) > 7 and (65 <= frame[7] <= 72 or 100 <= frame[7] <= 110):
+            continue  # user-defined function codes: a device may legitimately implement them
+        if template.name == "diagnostics/return_query_data" and "length" in description:
+            continue  # echo data of any length is valid: a re-framed cut or extension stays valid
+        assert protocol.check_request(frame), f"{template.name}: {description} passes check_request"
+
+
+def test_mutation_changes_the_valid_message_and_is_deterministic_per_rng() -> None:
+    protocol = ModbusTCP()
+    strategy = Mutation(protocol, protocol.templates())
+    valid = {t.encode() for t in protocol.templates()}
+    made = [strategy.make(i, random.Random(i)) for i in range(300)]
+    assert sum(m.frames[0] not in valid for m in made) > 250
+    assert made[17] == strategy.make(17, random.Random(17))
+
+
+def test_most_mutations_keep_the_framing_consistent() -> None:
+    protocol = ModbusTCP()
+    strategy = Mutation(protocol, protocol.templates())
+    frames = [strategy.make(i, random.Random(i)).frames[0] for i in range(400)]
+    consistent = sum(len(f) >= 7 and int.from_bytes(f[4:6], "big") == len(f) - 6 for f in frames)
+    assert consistent > 200
