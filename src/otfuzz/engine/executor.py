@@ -90,6 +90,10 @@ class CaseRunner:
                         kind, detail = ReplyKind.SPEC_VIOLATION, "answered normally: " + "; ".join(problems)
                 if kind is ReplyKind.MALFORMED:
                     self.drop()
+                else:
+                    framed = protocol.frame_length(frame)
+                    if framed is not None and framed != len(frame):
+                        self.drop()  # more (or fewer) bytes than one frame: the stream is out of step
                 if index < last and kind in (ReplyKind.NORMAL, ReplyKind.EXCEPTION):
                     continue
                 return CaseOutcome(kind, detail, exchange.reply, exchange.latency, index, problems)

@@ -185,6 +185,14 @@ class Protocol(ABC):
         The engine upgrades NORMAL to SPEC_VIOLATION when `check_request` found problems.
         """
 
+    def frame_length(self, frame: bytes) -> int | None:
+        """Length of the first frame in `frame` by the protocol's own framing (None: unknown).
+
+        Bytes past it reach the target as the start of another request, so the engine starts
+        the next case on a fresh connection rather than take a stray answer for its reply.
+        """
+        return None
+
     def repair(self, frame: bytes) -> bytes:
         """Make a mutated frame's framing consistent again (length fields, checksums).
 
@@ -192,6 +200,12 @@ class Protocol(ABC):
         being dropped by the framing check; unrepaired mutations still test the framing.
         """
         return frame
+
+    def needs_opening(self, frame: bytes) -> bool:
+        """False for a frame that must go out on a fresh connection without `Session.opening()`:
+        it tests the state before the handshake (an IEC 104 I-frame before STARTDT). The engine
+        should not reuse that connection for another case afterwards."""
+        return True
 
     def is_write(self, frame: bytes) -> bool:
         """True when sending `frame` could change state: read-only mode never sends it."""

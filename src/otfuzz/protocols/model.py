@@ -199,11 +199,11 @@ class MessageType:
     def defaults(self) -> dict[str, Any]:
         return {f.name: f.default for f in self.fields if not isinstance(f, (Length, Checksum))}
 
-    def encode(self, values: Mapping[str, Any] | None = None, **more: Any) -> bytes:
+    def encode(self, values: Mapping[str, Any] | None = None, /, **more: Any) -> bytes:
         """Encode a message; computed fields are filled unless given explicitly."""
         return b"".join(part for _, part in self._encode_parts(values, more))
 
-    def spans(self, values: Mapping[str, Any] | None = None, **more: Any) -> list[FieldSpan]:
+    def spans(self, values: Mapping[str, Any] | None = None, /, **more: Any) -> list[FieldSpan]:
         """Offsets and sizes of every field in the encoding of `values`."""
         out: list[FieldSpan] = []
         offset = 0

@@ -1,0 +1,123 @@
+"""Campaign throughput on loopback: otfuzz against pymodbus and against a minimal responder,
+beside a bare asyncio request/response loop against the same responder.
+
+Prints figures; asserts nothing (benchmarks are not tests). Every loop is bounded in time.
+
+    .venv/bin/python bench/throughput.py [--seconds 10] [--memory-cases 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from targets.servers import free_port, start_server, stop_server  # noqa: E402
+
+from otfuzz.cli import main as otfuzz_main  # noqa: E402
+from otfuzz.report.results import load_results  # noqa: E402
+
+VALID = bytes.fromhex("000100000006010300000001")
+
+
+class _Client(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.waiter: asyncio.Future[bytes] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(data)
+
+
+async def bare_loop(port: int, seconds: float) -> float:
+    """The simplest honest request/response loop: write, await the reply, repeat."""
+    loop = asyncio.get_running_loop()
+    transport, client = await loop.create_connection(_Client, "127.0.0.1", port)
+    transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    count, end = 0, time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < end:
+        client.waiter = loop.create_future()
+        transport.write(VALID)
+        await client.waiter
+        count += 1
+    transport.close()
+    return count / (time.perf_counter() - start)
+
+
+def campaign(url: str, seconds: float, extra: list[str]) -> tuple[float, dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        start = time.perf_counter()
+        status = otfuzz_main(["run", url, "--duration", f"{seconds}s", "--seed", "1", "--out", str(run), "--quiet", *extra])
+        wall = time.perf_counter() - start
+        doc = load_results(run)
+    if status != 0:
+        raise SystemExit(f"campaign against {url} ended with status {status}")
+    elapsed = doc["campaign"]["elapsed_s"]
+    return doc["totals"]["cases"] / elapsed, {"cases": doc["totals"]["cases"], "elapsed_s": elapsed, "wall_s": round(wall, 2),
+                                             "anomalies": doc["totals"]["anomaly_classes"], "replies": doc["totals"]["replies"]}
+
+
+def memory_run(url: str, cases: int) -> dict:
+    """RSS before and after a long campaign in a child process (its own peak, not ours)."""
+    code = (
+        "import resource,sys,tempfile,pathlib;from otfuzz.cli import main;"
+        f"d=pathlib.Path(tempfile.mkdtemp())/'r';"
+        f"rc=main(['run','{url}','--cases','{cases}','--seed','3','--out',str(d),'--quiet','--no-confirm','--groups','boundary,structural,mutation,sequence']);"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600)
+    return {"cases": cases, "peak_rss_mib": round(int(out.stdout.strip().splitlines()[-1]) / 1024, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--memory-cases", type=int, default=0, help="also run a campaign of this many cases and report peak RSS")
+    args = parser.parse_args()
+    results: dict[str, object] = {}
+
+    port = free_port()
+    responder = start_server([sys.executable, str(HERE / "responder.py"), "--port", str(port)], port)
+    try:
+        results["bare_loop_per_s"] = round(asyncio.run(bare_loop(port, args.seconds)), 1)
+        rate, info = campaign(f"modbus://127.0.0.1:{port}", args.seconds, [])
+        results["otfuzz_vs_responder_per_s"] = round(rate, 1)
+        results["otfuzz_vs_responder"] = info
+        results["ratio_to_bare_loop"] = round(rate / results["bare_loop_per_s"], 3)  # type: ignore[operator]
+        if args.memory_cases:
+            results["memory"] = memory_run(f"modbus://127.0.0.1:{port}", args.memory_cases)
+    finally:
+        stop_server(responder)
+
+    port = free_port()
+    pymodbus = start_server([sys.executable, "-m", "otfuzz.demo", "serve", "--port", str(port)], port)
+    try:
+        results["bare_loop_vs_pymodbus_per_s"] = round(asyncio.run(bare_loop(port, args.seconds)), 1)
+        for label, extra in (("concurrency_1", []), ("concurrency_4", ["--concurrency", "4"])):
+            rate, info = campaign(f"modbus://127.0.0.1:{port}", args.seconds, extra)
+            results[f"otfuzz_vs_pymodbus_{label}_per_s"] = round(rate, 1)
+            results[f"otfuzz_vs_pymodbus_{label}"] = info
+    finally:
+        stop_server(pymodbus)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Shared fixtures: real Modbus/TCP servers started on loopback and stopped by PID afterwards."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from targets.servers import HOST, free_port, script, start_server, stop_server
+
+
+@pytest.fixture(scope="session")
+def pymodbus_server() -> Iterator[tuple[str, int]]:
+    """pymodbus 3.16.1 with holding register i = i (0..999) and identity otfuzz-test/PM/3.16.1.
+
+    Shared by the whole session: tests only write values the datastore already holds.
+    """
+    port = free_port()
+    proc = start_server([*script("pymodbus_server.py"), "--port", str(port)], port)
+    try:
+        yield HOST, port
+    finally:
+        stop_server(proc)
+
+
+class FaultyServers:
+    """Factory behind the `faulty_server` fixture: one faulty_modbus.py per call."""
+
+    def __init__(self) -> None:
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    def __call__(self, *faults: str, hang_seconds: float | None = None, degrade_ms: float | None = None) -> tuple[str, int]:
+        """Start a server with faults like "crash:3" or "hang:6:100"; returns (host, port)."""
+        port = free_port()
+        argv = [*script("faulty_modbus.py"), "--port", str(port)]
+        for fault in faults:
+            argv += ["--fault", fault]
+        if hang_seconds is not None:
+            argv += ["--hang-seconds", str(hang_seconds)]
+        if degrade_ms is not None:
+            argv += ["--degrade-ms", str(degrade_ms)]
+        self.processes[port] = start_server(argv, port)
+        return HOST, port
+
+    def process(self, port: int) -> subprocess.Popen[bytes]:
+        return self.processes[port]
+
+    def stop_all(self) -> None:
+        for proc in self.processes.values():
+            stop_server(proc)
+
+
+@pytest.fixture
+def faulty_server() -> Iterator[FaultyServers]:
+    servers = FaultyServers()
+    try:
+        yield servers
+    finally:
+        servers.stop_all()

@@ -1,0 +1,1 @@
+"""Real protocol servers that tests start on loopback, and helpers to start and stop them."""

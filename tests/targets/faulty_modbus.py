@@ -1,0 +1,210 @@
+"""A small Modbus/TCP server of our own, correct unless told to misbehave, to prove detection.
+
+Without faults it is a minimal, fast, stateless responder (also used by the benchmarks): reads
+of fc 1-4 return deterministic data (coil/input i is on when i is even, register i holds i),
+writes 5/6/15/16 are validated and echoed without storing anything, 8/0 echoes, every other
+function is refused with exception 0x01. Addresses 0..9999 exist (else exception 0x02) and
+quantities outside the specification's limits get exception 0x03. It frames by the MBAP length,
+drops frames whose protocol id is not 0 and closes the connection on an absurd length.
+
+A fault `KIND:FC[:ADDR]` fires when a request with that function code (and starting address)
+arrives; KIND is one of crash, hang, unresponsive, degrade, malformed, specviolation, reset.
+
+    python tests/targets/faulty_modbus.py --port 15020 --fault crash:3:77 --fault hang:6
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import signal
+import socket
+import struct
+import sys
+import time
+
+KINDS = ("crash", "hang", "unresponsive", "degrade", "malformed", "specviolation", "reset")
+LIMITS = {1: 2000, 2: 2000, 3: 125, 4: 125, 15: 1968, 16: 123}  # quantity maxima per fc
+LAST_ADDRESS = 9999
+BIT_PATTERN = (b"\x55" * 8192, b"\xaa" * 8192)  # coil i on when i is even, by start parity
+
+
+class Server:
+    """Fault configuration plus the state some faults switch on for every connection."""
+
+    def __init__(self, faults: list[tuple[str, int, int | None]], hang_seconds: float, degrade_ms: float) -> None:
+        self.faults: dict[int, list[tuple[str, int | None]]] = {}
+        for kind, code, address in faults:
+            self.faults.setdefault(code, []).append((kind, address))
+        self.hang_seconds = hang_seconds
+        self.delay = degrade_ms / 1000.0
+        self.unresponsive = False
+        self.degraded = False
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer
+        buf += data
+        while len(buf) >= 6:
+            length = (buf[4] << 8) | buf[5]
+            if length < 2 or length > 254:
+                self.transport.close()
+                buf.clear()
+                return
+            end = 6 + length
+            if len(buf) < end:
+                return
+            frame = bytes(buf[:end])
+            del buf[:end]
+            if frame[2] == 0 and frame[3] == 0 and not self.handle(frame):
+                return
+
+    def handle(self, frame: bytes) -> bool:
+        """Answer one request; False when the connection is gone."""
+        server = self.server
+        kind = None
+        triggers = server.faults.get(frame[7])
+        if triggers:
+            for candidate, address in triggers:
+                if address is None or frame[8:10] == address.to_bytes(2, "big"):
+                    kind = candidate
+                    break
+        if kind == "crash":
+            sys.stderr.write(f"faulty_modbus: crash triggered by fc={frame[7]}\n")
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGSEGV)
+        elif kind == "hang":
+            time.sleep(server.hang_seconds)
+        elif kind == "unresponsive":
+            server.unresponsive = True
+        elif kind == "degrade":
+            server.degraded = True
+        elif kind == "reset":
+            sock = self.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.transport.abort()
+            return False
+        if server.unresponsive:
+            return True
+        reply = respond(frame, kind == "specviolation")
+        if kind == "malformed":
+            reply = corrupt(reply)
+        if server.degraded:
+            asyncio.get_running_loop().call_later(server.delay, self.send, reply)
+        else:
+            self.transport.write(reply)
+        return True
+
+    def send(self, reply: bytes) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(reply)
+
+
+def respond(frame: bytes, lenient: bool) -> bytes:
+    """The reply a correct server gives; `lenient` skips the quantity/value checks (fault)."""
+    code = frame[7]
+    pdu = frame[7:]
+    n = len(pdu)
+    if code in (1, 2, 3, 4):
+        if n != 5:
+            return exception(frame, 3)
+        address, quantity = struct.unpack_from(">HH", pdu, 1)
+        if not lenient and not 1 <= quantity <= LIMITS[code]:
+            return exception(frame, 3)
+        if address + quantity - 1 > LAST_ADDRESS:
+            return exception(frame, 2)
+        if code <= 2:
+            count = (quantity + 7) // 8
+            data = bytearray(BIT_PATTERN[address & 1][:count])
+            if quantity % 8:
+                data[-1] &= (1 << (quantity % 8)) - 1
+        else:
+            data = struct.pack(f">{quantity}H", *range(address, address + quantity))
+        return reply(frame, bytes((code, len(data) & 0xFF)) + bytes(data))
+    if code in (5, 6):
+        if n != 5:
+            return exception(frame, 3)
+        address, value = struct.unpack_from(">HH", pdu, 1)
+        if code == 5 and not lenient and value not in (0, 0xFF00):
+            return exception(frame, 3)
+        return frame if address <= LAST_ADDRESS else exception(frame, 2)
+    if code in (15, 16):
+        if n < 6:
+            return exception(frame, 3)
+        address, quantity, count = struct.unpack_from(">HHB", pdu, 1)
+        need = (quantity + 7) // 8 if code == 15 else 2 * quantity
+        if not lenient and (not 1 <= quantity <= LIMITS[code] or count != need or n != 6 + count):
+            return exception(frame, 3)
+        if address + quantity - 1 > LAST_ADDRESS:
+            return exception(frame, 2)
+        return reply(frame, pdu[:5])
+    if code == 8 and pdu[1:3] == b"\x00\x00":
+        return frame
+    return exception(frame, 1)
+
+
+def reply(frame: bytes, pdu: bytes) -> bytes:
+    return frame[:4] + (len(pdu) + 1).to_bytes(2, "big") + frame[6:7] + pdu
+
+
+def exception(frame: bytes, code: int) -> bytes:
+    return reply(frame, bytes((frame[7] | 0x80, code)))
+
+
+def corrupt(good: bytes) -> bytes:
+    """Wrong transaction id, and the byte after the function code off by one: for reads that is
+    a byte count disagreeing with the data after it."""
+    bad = bytearray(good)
+    bad[0:2] = ((int.from_bytes(good[0:2], "big") + 1) & 0xFFFF).to_bytes(2, "big")
+    if len(bad) > 8:
+        bad[8] = (bad[8] + 1) & 0xFF
+    return bytes(bad)
+
+
+def parse_fault(text: str) -> tuple[str, int, int | None]:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or parts[0] not in KINDS:
+        raise argparse.ArgumentTypeError(f"fault '{text}': expected KIND:FC[:ADDR] with KIND one of {', '.join(KINDS)}")
+    try:
+        numbers = [int(p, 0) for p in parts[1:]]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"fault '{text}': FC and ADDR must be numbers") from None
+    return parts[0], numbers[0], numbers[1] if len(numbers) == 2 else None
+
+
+async def serve(port: int, server: Server) -> None:
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(lambda: Connection(server), "127.0.0.1", port)
+    print("READY", flush=True)
+    async with listener:
+        await listener.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fault", type=parse_fault, action="append", default=[], help="KIND:FC[:ADDR], repeatable")
+    parser.add_argument("--hang-seconds", type=float, default=3.0)
+    parser.add_argument("--degrade-ms", type=float, default=300.0)
+    args = parser.parse_args()
+    # The crash fault is deliberate: no core file should litter the test run.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:
+        asyncio.run(serve(args.port, Server(args.fault, args.hang_seconds, args.degrade_ms)))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Start and stop test servers as subprocesses on loopback, and find free ports for them.
+
+Servers print READY once listening; `start_server` waits for that line and a successful TCP
+connect, and raises with the tail of the server's stderr if it dies first, so a broken target
+fails the test with its own error message rather than a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+HOST = "127.0.0.1"
+TARGETS = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def script(name: str) -> list[str]:
+    """argv prefix that runs a script in tests/targets with the test interpreter."""
+    return [sys.executable, str(TARGETS / name)]
+
+
+def start_server(argv: Sequence[str], port: int, ready_timeout: float = 15) -> subprocess.Popen[bytes]:
+    """Start `argv` and wait until it printed READY and accepts on `port`.
+
+    stdout and stderr go to temporary files (a full pipe would block the server); read the
+    stderr with `server_stderr` and always end with `stop_server`, which deletes them.
+    """
+    out_fd, out_path = tempfile.mkstemp(prefix="otfuzz-server-", suffix=".out")
+    err_fd, err_path = tempfile.mkstemp(prefix="otfuzz-server-", suffix=".err")
+    try:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out_fd, stderr=err_fd)
+    finally:
+        os.close(out_fd)
+        os.close(err_fd)
+    proc.otfuzz_files = (out_path, err_path)  # type: ignore[attr-defined]
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = server_stderr(proc)[-2000:]
+            stop_server(proc)
+            raise RuntimeError(f"server {' '.join(argv)} exited with {proc.returncode} before READY:\n{tail}")
+        if b"READY" in Path(out_path).read_bytes() and _accepts(port):
+            return proc
+        time.sleep(0.02)
+    tail = server_stderr(proc)[-2000:]
+    stop_server(proc)
+    raise RuntimeError(f"server {' '.join(argv)} not ready on port {port} within {ready_timeout} s:\n{tail}")
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def server_stderr(proc: subprocess.Popen[bytes]) -> str:
+    """Everything the server wrote to stderr so far."""
+    files = getattr(proc, "otfuzz_files", None)
+    if not files or not os.path.exists(files[1]):
+        return ""
+    return Path(files[1]).read_text(errors="replace")
+
+
+def stop_server(proc: subprocess.Popen[bytes], timeout: float = 5) -> None:
+    """Terminate the server (kill if it ignores SIGTERM), reap it and delete its output files."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    for path in getattr(proc, "otfuzz_files", ()):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
