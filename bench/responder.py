@@ -1,7 +1,9 @@
-"""A minimal asyncio Modbus/TCP responder: answers every chunk at once with an exception reply.
+"""A minimal asyncio Modbus/TCP responder: answers every chunk at once.
 
-It does no parsing beyond echoing the transaction id, unit id and function code, so the time a
-request costs is almost all the client's: the right target to measure otfuzz's own overhead.
+A plain read of holding registers gets zeros (so the health probe passes); everything else gets
+an exception reply echoing the transaction id, unit id and function code. It does almost no
+parsing, so the time a request costs is almost all the client's: the right target to measure
+otfuzz's own overhead.
 
     python bench/responder.py --port 15502
 """
@@ -19,8 +21,13 @@ class Responder(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if len(data) >= 8:
+        if len(data) == 12 and data[7] == 3 and 1 <= data[11] <= 125 and data[10] == 0:
+            size = 2 * data[11]  # read holding registers: zeros, so the health probe is answered
+            self.transport.write(data[0:4] + (size + 3).to_bytes(2, "big") + data[6:8] + bytes([size]) + bytes(size))
+        elif len(data) >= 8:
             self.transport.write(data[0:2] + b"\x00\x00\x00\x03" + data[6:7] + bytes([data[7] | 0x80]) + b"\x01")
+        elif len(data) >= 2:
+            self.transport.write(data[0:2] + FALLBACK[2:])
         else:
             self.transport.write(FALLBACK)
 

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--groups", type=_csv, help="test groups to run (default: boundary,structural,mutation,sequence)")
     run.add_argument("--rate", type=float, help="cap in cases per second across all connections")
     run.add_argument("--concurrency", type=int, default=1, help="parallel connections (default 1)")
-    run.add_argument("--timeout", type=float, help="seconds to wait for a reply (default: 20x the probe p95, 0.02-2 s)")
+    run.add_argument("--timeout", type=float, help="seconds to wait for a reply (default: 20x the probe p95, 0.005-2 s)")
     run.add_argument("--read-only", action="store_true", help="never send a write or restart request (for live plants)")
     run.add_argument("--scope", action="append", default=[], help="addresses or networks you may test besides loopback")
     run.add_argument("--target-cmd", help="command that starts the target; otfuzz restarts it after crashes")
@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--recovery-timeout", type=float, default=10.0, help="seconds to wait for a target to recover by itself")
     run.add_argument("--minimise-budget", type=int, default=48, help="replay trials allowed to minimise each anomaly")
     run.add_argument("--no-confirm", dest="confirm", action="store_false", help="record anomalies without replay")
+    run.add_argument("--confirm-time", type=float, default=120.0,
+                     help="seconds allowed after fuzzing to replay and minimise anomalies (default 120)")
     run.add_argument("--operator", help="who ran the campaign (for the evidence record)")
     run.add_argument("--organisation", help="organisation of the operator")
     run.add_argument("--independence", help="tester independence per IEC 62443-4-1 SVV-5 (e.g. 'independent department')")
@@ -186,7 +188,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         groups=args.groups or list(GROUPS), rate=args.rate, concurrency=args.concurrency, timeout=args.timeout,
         read_only=args.read_only, scope=args.scope, target_cmd=args.target_cmd, probe_interval=args.probe_interval,
         probe_deadline=args.probe_deadline, recovery_timeout=args.recovery_timeout, minimise_budget=args.minimise_budget,
-        confirm=args.confirm, operator=args.operator, organisation=args.organisation, independence=args.independence,
+        confirm=args.confirm, confirm_time=args.confirm_time, operator=args.operator, organisation=args.organisation, independence=args.independence,
     )
 
 

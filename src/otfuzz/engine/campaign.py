@@ -40,7 +40,7 @@ from otfuzz.transport.ratelimit import RateLimiter
 from otfuzz.transport.target import Scope, Target, parse_target
 
 HISTORY_LIMIT = 256
-AUTO_TIMEOUT_FLOOR = 0.02
+AUTO_TIMEOUT_FLOOR = 0.005
 """Shortest automatic reply timeout (s): 20x the probe's p95 latency, never below this."""
 
 
@@ -65,6 +65,7 @@ class CampaignConfig:
     recovery_timeout: float = 10.0
     minimise_budget: int = 48
     confirm: bool = True
+    confirm_time: float = 120.0
     operator: str | None = None
     organisation: str | None = None
     independence: str | None = None
@@ -83,7 +84,7 @@ class CampaignConfig:
     def validate(self) -> None:
         if self.duration is None and self.max_cases is None:
             raise OtfuzzError("give --duration or --cases: a campaign must be bounded")
-        for name in ("duration", "rate", "timeout", "probe_interval", "probe_deadline", "recovery_timeout"):
+        for name in ("duration", "rate", "timeout", "probe_interval", "probe_deadline", "recovery_timeout", "confirm_time"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise OtfuzzError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -146,6 +147,7 @@ class Campaign:
         self.process = TargetProcess(config.target_cmd, run_dir / "target-stderr.log") if config.target_cmd else None
         self.limiter = RateLimiter(config.rate)
         self.stop_requested = False
+        self.fuzzing_s: float | None = None
         self.stop_reason = ""
         self.t0 = time.monotonic()
         self.elapsed_before = 0.0
@@ -266,6 +268,8 @@ class Campaign:
     def _set_status(self, status: str, reason: str = "") -> None:
         meta = self.store.get_meta("campaign") or {}
         meta["status"] = status
+        if self.fuzzing_s is not None:
+            meta["fuzzing_s"] = round(self.fuzzing_s, 3)
         meta["ended_at"] = now_iso() if status != "running" else None
         meta["elapsed_s"] = round(self.elapsed(), 3)
         if reason:
@@ -292,6 +296,17 @@ class Campaign:
                     raise result
             if self.stop_requested and status != "failed":
                 status = "interrupted"
+            self.fuzzing_s = self.elapsed()
+            if status == "completed" and self.config.confirm:
+                for runner in self._runners:
+                    runner.drop()
+                self._flush()
+                try:
+                    await self.confirm_pending()
+                except TargetDown as exc:
+                    status, self.stop_reason = "failed", str(exc)
+                if self.stop_requested and status != "failed":
+                    status = "interrupted"
         except asyncio.CancelledError:
             status, self.stop_reason = "interrupted", self.stop_reason or "cancelled"
         finally:
@@ -300,6 +315,7 @@ class Campaign:
                 runner.drop()
             self._flush()
             self._set_status(status, self.stop_reason or ("reached the configured bound" if status == "completed" else ""))
+            self.probe.close()
             if self.process is not None:
                 await asyncio.to_thread(self.process.stop)
         return status
@@ -313,19 +329,40 @@ class Campaign:
             return True
         return False
 
+    def _take_id(self) -> int | None:
+        """Reserve the next case id (None when the campaign is over)."""
+        if self._done():
+            return None
+        case_id = self._next_id
+        self._next_id += 1
+        self._inflight.add(case_id)
+        return case_id
+
     async def _worker(self) -> None:
         runner = self._new_runner()
         self._runners.append(runner)
+        ahead: list[TestCase] = []
+
+        def prefetch() -> None:
+            # Generate the next case while the target works on this one (ids stay reserved in order).
+            next_id = self._take_id()
+            if next_id is not None:
+                ahead.append(self.generator.case(next_id))
+
         while True:
             await self._running.wait()
-            if self._done():
-                return
-            case_id = self._next_id
-            self._next_id += 1
-            self._inflight.add(case_id)
-            case = self.generator.case(case_id)
+            if self.stop_requested:
+                return  # a prefetched case stays reserved: the resume point keeps it
+            if ahead:
+                case = ahead.pop()
+            else:
+                case_id = self._take_id()
+                if case_id is None:
+                    return
+                case = self.generator.case(case_id)
+            case_id = case.case_id
             await self.limiter.acquire()
-            outcome = await runner.run(case)
+            outcome = await runner.run(case, prefetch)
             self._results[case_id] = (case.group, outcome.kind.value)
             self._history.append(case)
             self._cases_done += 1
@@ -393,38 +430,70 @@ class Campaign:
             "target_exit": diagnosis.exit.as_record() if diagnosis.exit else None,
             "history_case_ids": [c.case_id for c in history],
         }
-        anomaly_id = self.store.add_anomaly(case.case_id, case.group, anomaly.value, record)
-        self._anomaly_counts[anomaly.value] += 1
-        self._log("anomaly", f"#{anomaly_id} {anomaly.value} at case {case.case_id}: {case.description}")
         signature = anomaly_signature(anomaly, case.template, outcome.detail)
-        first_id = self._signatures.get(signature)
         record["signature"] = signature
+        record["trigger_frames"] = len(case.frames)
+        first_id = self._signatures.get(signature)
         if first_id is not None:
             record["duplicate_of"] = first_id
-        else:
-            self._signatures[signature] = anomaly_id
-        if self.config.confirm and not self.stop_requested:
-            try:
-                # A known signature is confirmed by one replay; only the first of its kind is minimised.
-                result = await self.investigator.confirm_and_minimise(anomaly, history, minimise=first_id is None)
-            except TargetDown:
-                record["confirmation"] = {"status": "target did not come back for confirmation"}
-                self.store.update_anomaly(anomaly_id, record)
-                raise
-            record.update(result)
-            record["confirmation"]["status"] = "confirmed" if result["reproducible"] else "not reproduced"
-        else:
+        if not self.config.confirm:
             record["confirmation"] = {"status": "skipped"}
-        self.store.update_anomaly(anomaly_id, record)
-        if not await self.investigator.restore():
-            raise TargetDown(
-                f"target stopped answering after case {case.case_id} ({anomaly.value}) and did not recover within "
-                f"{self.config.recovery_timeout:g} s; restart it and continue with: otfuzz run --resume {self.run_dir}"
-            )
+        anomaly_id = self.store.add_anomaly(case.case_id, case.group, anomaly.value, record)
+        if first_id is None:
+            self._signatures[signature] = anomaly_id
+        self._anomaly_counts[anomaly.value] += 1
+        self._log("anomaly", f"#{anomaly_id} {anomaly.value} at case {case.case_id}: {case.description}")
+        if anomaly.target_level or not (diagnosis.probes and diagnosis.probes[-1].ok):
+            if not await self.investigator.restore():
+                raise TargetDown(
+                    f"target stopped answering after case {case.case_id} ({anomaly.value}) and did not recover within "
+                    f"{self.config.recovery_timeout:g} s; restart it and continue with: otfuzz run --resume {self.run_dir}"
+                )
         self._history.clear()
         self._silent = 0
         self._last_probe = time.monotonic()
         self._health = "ok"
+
+    # -- confirmation phase ---------------------------------------------------------------------
+
+    def _history_of(self, record: dict[str, Any]) -> list[TestCase]:
+        """Regenerate the cases behind an anomaly from their ids (the last one cut to its trigger)."""
+        cases = [self.generator.case(i) for i in record["history_case_ids"]]
+        cases[-1] = replace(cases[-1], frames=cases[-1].frames[: record.get("trigger_frames", len(cases[-1].frames))])
+        return cases
+
+    async def confirm_pending(self) -> None:
+        """Replay every anomaly still pending; the first of each signature is also minimised.
+
+        Runs after fuzzing, so confirmation never slows the campaign and every trial starts from
+        a healthy target. Bounded by the confirmation time budget; what it cannot reach keeps
+        an honest status.
+        """
+        pending = [a for a in self.store.anomalies() if a.get("confirmation", {}).get("status") == "pending"]
+        if not pending:
+            return
+        self._log("confirmation", f"confirming {len(pending)} anomalies")
+        deadline = time.monotonic() + self.config.confirm_time
+        firsts = [a for a in pending if "duplicate_of" not in a]
+        others = [a for a in pending if "duplicate_of" in a]
+        for record in firsts + others:
+            if self.stop_requested:
+                return
+            if time.monotonic() > deadline:
+                record["confirmation"] = {"status": "not replayed: confirmation time budget exhausted",
+                                          "budget_s": self.config.confirm_time}
+                self.store.update_anomaly(record["id"], record)
+                continue
+            try:
+                result = await self.investigator.confirm_and_minimise(
+                    AnomalyClass(record["class"]), self._history_of(record), minimise="duplicate_of" not in record)
+            except TargetDown as exc:
+                record["confirmation"] = {"status": f"target did not come back for confirmation: {exc}"}
+                self.store.update_anomaly(record["id"], record)
+                raise
+            record.update(result)
+            record["confirmation"]["status"] = "confirmed" if result["reproducible"] else "not reproduced"
+            self.store.update_anomaly(record["id"], record)
 
     # -- persistence and progress ---------------------------------------------------------------
 

@@ -8,6 +8,7 @@ late answer to one case is never taken for the answer to the next.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from otfuzz.engine.cases import TestCase
@@ -61,10 +62,11 @@ class CaseRunner:
             self.conn.close()
             self.conn = None
 
-    async def run(self, case: TestCase) -> CaseOutcome:
-        return await self.run_frames(case.frames)
+    async def run(self, case: TestCase, meanwhile: Callable[[], object] | None = None) -> CaseOutcome:
+        """Run a case; `meanwhile` runs once while the target works on the first frame."""
+        return await self.run_frames(case.frames, meanwhile)
 
-    async def run_frames(self, frames: tuple[bytes, ...] | list[bytes]) -> CaseOutcome:
+    async def run_frames(self, frames: tuple[bytes, ...] | list[bytes], meanwhile: Callable[[], object] | None = None) -> CaseOutcome:
         protocol = self.protocol
         try:
             conn = await self.connect()
@@ -78,7 +80,8 @@ class CaseRunner:
             return CaseOutcome(ReplyKind.RESET, f"connect failed: {exc.strerror or exc}", None, 0.0, 0)
         last = len(frames) - 1
         for index, frame in enumerate(frames):
-            exchange = await conn.exchange(frame, self.timeout, protocol.expects_reply(frame))
+            exchange = await conn.exchange(frame, self.timeout, protocol.expects_reply(frame), meanwhile)
+            meanwhile = None
             if exchange.outcome == "reply":
                 assert exchange.reply is not None
                 verdict = protocol.classify(frame, exchange.reply)

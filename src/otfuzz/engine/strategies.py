@@ -72,10 +72,14 @@ class Boundary(Strategy):
                     for value in f.boundary_values():
                         if template.values.get(f.name, f.default) != value:
                             self.items.append((template, f.name, value))
+        self._frames: dict[int, bytes] = {}
 
     def make(self, index: int, rng: random.Random) -> Made:
-        template, field_name, value = self.items[index % len(self.items)]
-        frame = template.encode(**{field_name: value})
+        slot = index % len(self.items)
+        template, field_name, value = self.items[slot]
+        frame = self._frames.get(slot)
+        if frame is None:  # the list is finite and cycled: encode each item once
+            frame = self._frames[slot] = template.encode(**{field_name: value})
         shown = value.hex() if isinstance(value, bytes) else str(value)
         if isinstance(value, bytes) and len(shown) > 16:
             shown = f"{len(value)} bytes"

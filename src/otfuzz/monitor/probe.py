@@ -60,6 +60,7 @@ class HealthProbe:
         self.degradation_floor = degradation_floor
         self.baseline: Baseline | None = None
         self._probe = protocol.probe()
+        self._kept: Connection | None = None
 
     @property
     def slow_threshold(self) -> float:
@@ -69,7 +70,34 @@ class HealthProbe:
         return max(self.baseline.p95 * self.degradation_factor, self.baseline.p95 + self.degradation_floor)
 
     async def check(self) -> ProbeResult:
-        """One probe on a fresh connection."""
+        """One probe on the probe's own connection.
+
+        The connection is kept between probes (a probe then costs one round trip, so probing
+        after every anomaly stays cheap); any failure on it is decided again on a fresh
+        connection, which is what tells a refused connection (crash) from a dead one.
+        Single-association protocols never keep it: it would displace the fuzzing association.
+        """
+        kept = self._kept
+        if kept is not None:
+            self._kept = None
+            if kept.alive:
+                exchange = await kept.exchange(self._probe.frame, self.deadline)
+                if exchange.outcome == "reply" and exchange.reply is not None and self.protocol.probe_ok(exchange.reply):
+                    self._kept = kept
+                    slow = exchange.latency > self.slow_threshold
+                    return ProbeResult(True, "slow" if slow else "ok", exchange.latency)
+                if exchange.outcome == "timeout":
+                    kept.close()  # silence on a live connection is the answer: no second chance
+                    return ProbeResult(False, "timeout", None)
+            kept.close()  # closed while idle (devices do that) or a stray reply: decide afresh
+        return await self._fresh()
+
+    def close(self) -> None:
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
+
+    async def _fresh(self) -> ProbeResult:
         start = time.perf_counter()
         try:
             conn = await Connection.open(self.host, self.port, self.protocol.session(), self.deadline)
@@ -81,11 +109,17 @@ class HealthProbe:
             return ProbeResult(False, "closed", None)
         except OSError:
             return ProbeResult(False, "refused", None)
+        keep = False
         try:
             remaining = max(0.01, self.deadline - (time.perf_counter() - start))
             exchange = await conn.exchange(self._probe.frame, remaining)
+            keep = (not self.protocol.single_association and exchange.outcome == "reply"
+                    and exchange.reply is not None and self.protocol.probe_ok(exchange.reply))
         finally:
-            conn.close()
+            if keep:
+                self._kept = conn
+            else:
+                conn.close()
         if exchange.outcome != "reply" or exchange.reply is None:
             return ProbeResult(False, exchange.outcome, None)
         if not self.protocol.probe_ok(exchange.reply):
@@ -95,10 +129,11 @@ class HealthProbe:
         return ProbeResult(True, "ok", exchange.latency)
 
     async def learn_baseline(self, samples: int = 10) -> Baseline | None:
-        """Measure normal probe latency; None when the first probe already fails."""
+        """Measure normal probe latency on fresh connections; None when a probe fails."""
         latencies: list[float] = []
         for _ in range(samples):
-            result = await self.check()
+            self.close()
+            result = await self._fresh()
             if not result.ok or result.latency is None:
                 return None
             latencies.append(result.latency)

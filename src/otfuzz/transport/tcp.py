@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from otfuzz.protocols.base import Session
@@ -37,11 +38,13 @@ class _Wire(asyncio.Protocol):
         self.waiter: asyncio.Future[bytes | None] | None = None
         self.replies: list[bytes] = []
         self.lost: str | None = None
+        self.arrived = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.arrived = time.perf_counter()
         session = self.session
         session.feed(data)
         out = session.take_output()
@@ -101,14 +104,21 @@ class Connection:
     def session(self) -> Session:
         return self._wire.session
 
-    async def exchange(self, frame: bytes, timeout: float, expect_reply: bool = True) -> Exchange:
-        """Send one frame and wait for one complete reply, the timeout, or the end of the connection."""
+    async def exchange(self, frame: bytes, timeout: float, expect_reply: bool = True,
+                       meanwhile: Callable[[], object] | None = None) -> Exchange:
+        """Send one frame and wait for one complete reply, the timeout, or the end of the connection.
+
+        `meanwhile` runs after the frame is written and before waiting: work done there (such
+        as generating the next case) overlaps the target's processing instead of adding to it.
+        """
         wire = self._wire
         start = time.perf_counter()
         if wire.lost is not None:
             return Exchange(wire.lost, None, 0.0)
         wire.replies.clear()  # a late reply to an earlier request must not be taken for this one
         self._transport.write(wire.session.prepare(frame))
+        if meanwhile is not None:
+            meanwhile()
         if not expect_reply:
             return Exchange("timeout", None, 0.0)
         loop = asyncio.get_running_loop()
@@ -122,6 +132,9 @@ class Connection:
             wire.waiter = None
         latency = time.perf_counter() - start
         if reply is not None:
+            if meanwhile is not None:
+                # The reply may have waited while `meanwhile` ran: time it from the data's arrival.
+                latency = min(latency, wire.arrived - start) if wire.arrived >= start else latency
             return Exchange("reply", reply, latency)
         leftover = wire.session.leftover()
         if wire.lost is not None:
