@@ -17,12 +17,10 @@ values that make a write visible, are data (`data/zones_and_conduits.yaml`).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from statistics import median
@@ -31,6 +29,7 @@ from typing import Any
 import yaml
 
 from otfuzz import __version__
+from otfuzz.engine.config import RecordedConfig
 from otfuzz.errors import OtfuzzError
 from otfuzz.protocols.base import Protocol, ReplyKind
 from otfuzz.transport.target import Scope, parse_target
@@ -72,7 +71,7 @@ def operations(protocol: Protocol, markers: Mapping[str, Mapping[str, Any]] | No
 
 
 @dataclass
-class PolicyTestConfig:
+class PolicyTestConfig(RecordedConfig):
     """Everything that defines a policy test; stored whole in the evidence."""
 
     target: str  # URL of the conduit endpoint the outer zone uses
@@ -90,16 +89,6 @@ class PolicyTestConfig:
     organisation: str | None = None
     independence: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PolicyTestConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

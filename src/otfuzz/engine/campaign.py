@@ -9,8 +9,6 @@ knows about the wire comes through the protocol module's interface.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import platform
 import re
 import socket
@@ -18,7 +16,7 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from otfuzz.engine.executor import CaseOutcome, CaseRunner
 from otfuzz.engine.generator import CaseGenerator
 from otfuzz.engine.investigate import Investigator, TargetDown
 from otfuzz.engine.strategies import GROUPS
+from otfuzz.engine.config import RecordedConfig
 from otfuzz.errors import OtfuzzError
 from otfuzz.monitor.anomaly import AnomalyClass, first_look
 from otfuzz.monitor.probe import HealthProbe, ProbeResult
@@ -45,7 +44,7 @@ AUTO_TIMEOUT_FLOOR = 0.005
 
 
 @dataclass
-class CampaignConfig:
+class CampaignConfig(RecordedConfig):
     """Everything that defines a campaign; with the seed it reproduces every case."""
 
     target: str
@@ -70,16 +69,6 @@ class CampaignConfig:
     organisation: str | None = None
     independence: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CampaignConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
 
     def validate(self) -> None:
         if self.duration is None and self.max_cases is None:

@@ -1,0 +1,28 @@
+"""What every recorded configuration shares: a dict form for the evidence store, reloading
+for --resume, and a SHA-256 an auditor can compare across reports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, fields
+from typing import Any, TypeVar
+
+C = TypeVar("C", bound="RecordedConfig")
+
+
+class RecordedConfig:
+    """Mixin for dataclass configurations stored whole in the evidence."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        """Rebuild from a stored dict, ignoring keys a later version no longer knows."""
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
