@@ -112,3 +112,36 @@ def test_healthy_faulty_server_without_faults_yields_no_anomaly(tmp_path: Path) 
     results = run_against_faulty(tmp_path, cases=400, extra=("--groups", "boundary,structural,mutation,sequence"))
     assert results["totals"]["cases"] == 400
     assert results["anomalies"] == []
+
+
+def test_target_that_dies_without_target_cmd_ends_the_run_resumably(tmp_path: Path, capsys) -> None:
+    """Exit 3 with one line naming the problem; the crash is kept; --resume continues after a restart."""
+    from targets.servers import script, start_server, stop_server
+
+    port = free_port()
+    server = start_server([*script("faulty_modbus.py"), "--port", str(port), "--fault", "crash:1:0"], port)
+    run = tmp_path / "run"
+    try:
+        status = main(["run", f"modbus://127.0.0.1:{port}", "--cases", "200", "--seed", "1", "--groups", "boundary",
+                       "--out", str(run), "--quiet", "--probe-deadline", "0.5", "--recovery-timeout", "1"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == 3
+        assert err[-1].startswith("otfuzz: error: target stopped answering after case")
+        assert f"otfuzz run --resume {run}" in err[-1]
+        doc = load_results(run)
+        assert doc["campaign"]["status"] == "failed"
+        crash = only(doc, "crash")
+        assert crash["target_exit"] is None  # otfuzz did not start it, so it cannot know how it died
+        stopped_at = doc["totals"]["cases"]
+    finally:
+        stop_server(server)
+    # The operator brings the device back (this time without the fault) and resumes.
+    server = start_server([*script("faulty_modbus.py"), "--port", str(port)], port)
+    try:
+        assert main(["run", "--resume", str(run), "--quiet"]) == 0
+    finally:
+        stop_server(server)
+    doc = load_results(run)
+    assert doc["campaign"]["status"] == "completed"
+    assert doc["totals"]["cases"] == 200 and stopped_at < 200
+    assert len([a for a in doc["anomalies"] if a["class"] == "crash"]) == 1
