@@ -98,3 +98,8 @@ def test_little_endian_fields_encode_low_byte_first() -> None:
 def test_unsupported_width_is_rejected_at_declaration() -> None:
     with pytest.raises(ValueError):
         UInt("x", 12)
+
+
+def test_a_field_may_be_named_values_without_clashing_with_encode() -> None:
+    message = MessageType("m", [UInt("count", 8), Bytes("values", size=2)])
+    assert message.encode({"count": 1}, values=b"\xff\xff") == b"\x01\xff\xff"

@@ -94,11 +94,8 @@ class Structural(Strategy):
         super().__init__(protocol, templates)
         self.items: list[tuple[Template, str, bytes]] = []
         for template, valid in zip(self.templates, self.valid):
-            for i in range(self.PER_TEMPLATE):
-                fault = protocol.structural_faults(template, i)
-                if fault is None:
-                    break
-                self.items.append((template, fault[0], fault[1]))
+            for description, frame in list(protocol.structural_faults(template))[: self.PER_TEMPLATE]:
+                self.items.append((template, description, frame))
             # Generic faults every framing must survive.
             for cut in sorted({1, len(valid) // 2, len(valid) - 1}):
                 if 0 < cut < len(valid):

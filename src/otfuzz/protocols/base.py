@@ -149,12 +149,13 @@ class Protocol(ABC):
     def message_types(self) -> Sequence[MessageType]:
         """Request layouts, for the boundary strategy (one per template is fine)."""
 
-    def structural_faults(self, template: Template, index: int) -> tuple[str, bytes] | None:
-        """Protocol-specific structural faults (length fields, protocol ids...); index-th of them.
+    def structural_faults(self, template: Template) -> Sequence[tuple[str, bytes]]:
+        """Protocol-specific structural faults of a valid request, as (description, frame).
 
-        Returns (description, frame) or None when `index` is past the end of the list.
+        Length fields, protocol ids, checksums, state-machine faults: what parsers most often get
+        wrong. The engine asks once per template and keeps the list, so no caching is needed here.
         """
-        return None
+        return ()
 
     @abstractmethod
     def probe(self) -> Probe:

@@ -25,6 +25,8 @@ Which received APDU is the reply to the last request (`IEC104Session` picks it i
 - spontaneous, periodic, background, interrogated and ACT_TERM ASDUs are never replies (for an
   interrogation the ACT_CON is enough; the data and ACT_TERM that follow are acknowledged and
   dropped), nor is anything that arrives while no request is pending;
+- a frame carrying several I-frames is answered by the confirmation of the last one; those owed
+  to the earlier ones are dropped, also when they arrive after the next request was sent;
 - lib60870 answers a refused command with a negative ACT_CON followed by an ASDU with cause
   44..47 for the same object: that second ASDU is part of the same answer and is dropped.
 Incoming I-frames advance V(R); an S-frame acknowledges them every `w` I-frames. Nothing here
@@ -389,6 +391,8 @@ class IEC104Session(Session):
     con are in `take_output` at once, before the transport looks for a reply.
     """
 
+    MAX_OWED = 16
+
     def __init__(self, k: int = 12, w: int = 8) -> None:
         super().__init__()
         self.k, self.w = k, w
@@ -401,6 +405,9 @@ class IEC104Session(Session):
         self._restarting = False
         self._pending: tuple[str, Any] | None = None
         self._trailer: tuple[int, int, int | None] | None = None
+        # Confirmations still owed for I-frames sent before the last one of a frame (a frame
+        # may carry several): matched first, so they are never taken for a later reply.
+        self._owed: list[tuple[int, int, int | None]] = []
         self._replies: list[bytes] = []
 
     @property
@@ -423,6 +430,7 @@ class IEC104Session(Session):
             self._restarting = True
         base = self.send_count
         pending: tuple[str, Any] | None = None
+        identities: list[tuple[int, int, int | None] | None] = []  # of every I-frame, in order
         for apdu in apdus:
             raw = bytearray(apdu.raw)
             if apdu.kind in ("I", "S"):
@@ -433,12 +441,16 @@ class IEC104Session(Session):
                 ns = (base + apdu.send_seq) % SEQ_MODULO
                 raw[2:4] = (ns << 1).to_bytes(2, "little")
                 self.send_count = (ns + 1) % SEQ_MODULO
-                asdu = parse_asdu(apdu.asdu)
-                pending = ("I", asdu.identity if len(apdu.asdu) >= ASDU_HEAD + IOA_SIZE else None)
+                identity = parse_asdu(apdu.asdu).identity if len(apdu.asdu) >= ASDU_HEAD + IOA_SIZE else None
+                identities.append(identity)
+                pending = ("I", identity)
             elif apdu.kind == "U" and apdu.u_function in U_CONFIRMS:
                 pending = ("U", U_CONFIRMS[apdu.u_function])
             out += raw
         self._pending = pending if pending is not None else (("I", None) if rest else None)
+        if pending is not None and pending[0] == "I":
+            identities.pop()  # the last I-frame's confirmation is the reply, not owed
+        self._owed = (self._owed + [i for i in identities if i is not None])[-self.MAX_OWED :]
         return bytes(out + rest)
 
     def feed(self, data: bytes) -> None:
@@ -495,6 +507,9 @@ class IEC104Session(Session):
         asdu = parse_asdu(apdu.asdu)
         if self._trailer is not None and asdu.cause in UNKNOWN_CAUSES and asdu.identity == self._trailer:
             self._trailer = None  # second half of lib60870's two-part refusal
+            return
+        if (asdu.cause in CONFIRMATIONS or asdu.negative) and asdu.identity in self._owed:
+            self._owed.remove(asdu.identity)  # answers an earlier I-frame of the same frame
             return
         pending = self._pending
         if pending is None or pending[0] != "I":
@@ -584,7 +599,6 @@ class IEC104(Protocol):
             for kind in _TEMPLATES
         )
         self._probe = Probe(self._templates[0].encode(), f"general interrogation of CA {self.options['ca']}")
-        self._faults: dict[str, tuple[tuple[str, bytes], ...]] = {}
 
     # -- what to send -----------------------------------------------------------------------
 
@@ -615,13 +629,7 @@ class IEC104(Protocol):
             return frame
         return bytes([START, len(frame) - 2]) + frame[2:]
 
-    def structural_faults(self, template: Template, index: int) -> tuple[str, bytes] | None:
-        faults = self._faults.get(template.name)
-        if faults is None:
-            faults = self._faults[template.name] = self._structural_faults(template)
-        return faults[index] if 0 <= index < len(faults) else None
-
-    def _structural_faults(self, template: Template) -> tuple[tuple[str, bytes], ...]:
+    def structural_faults(self, template: Template) -> tuple[tuple[str, bytes], ...]:
         """Framing and state-machine faults around one valid ASDU."""
         frame = template.encode()
         length = frame[1]
@@ -648,6 +656,7 @@ class IEC104(Protocol):
             ("start octet 0x00", template.encode(start=0x00)),
             ("ASDU cut after the common address, length adjusted", with_asdu(asdu[:ASDU_HEAD])),
             ("ASDU cut inside the IOA, length adjusted", with_asdu(asdu[: ASDU_HEAD + 2])),
+            ("information element one octet short, length adjusted", with_asdu(asdu[:-1])),
             ("one extra octet after the information object, length adjusted", with_asdu(asdu + b"\x00")),
             ("VSQ says 2 objects, one present", template.encode(vsq=2)),
             ("VSQ says 0 objects", template.encode(vsq=0)),
@@ -687,16 +696,24 @@ class IEC104(Protocol):
     def check_request(self, frame: bytes) -> list[str]:
         apdus, rest = split_apdus(frame)
         problems: list[str] = []
-        if rest:
+        # Octets after whole APDUs belong to no answered APDU: a conforming station answers what
+        # came before them and then drops the connection, so they are reported only when nothing
+        # frames at all (or the frame is cut inside an APDU).
+        if rest and (not apdus or rest[0] == START):
             if rest[0] != START:
                 problems.append(f"{len(rest)} octets that do not start with 0x68")
             elif len(rest) >= 2 and rest[1] < MIN_LENGTH:
                 problems.append(f"APDU length {rest[1]} is below the 4-octet control field")
             else:
                 problems.append(f"APDU incomplete: {len(rest)} octets, length says {rest[1] + 2 if len(rest) > 1 else '?'}")
+        stopped = False
         for n, apdu in enumerate(apdus, start=1):
             where = f"APDU {n}: " if len(apdus) > 1 else ""
             problems += [where + p for p in self._check_apdu(apdu)]
+            if apdu.kind == "U" and apdu.u_function in (STARTDT_ACT, STOPDT_ACT):
+                stopped = apdu.u_function == STOPDT_ACT
+            elif apdu.kind == "I" and stopped:
+                problems.append(where + "I-frame after STOPDT act: data transfer is stopped")
         return problems
 
     def _check_apdu(self, apdu: Apdu) -> list[str]:
@@ -709,20 +726,21 @@ class IEC104(Protocol):
                 problems.append(f"U-frame control 0x{apdu.u_function:02x} is not one function")
             elif apdu.u_function not in U_CONFIRMS and apdu.u_function != TESTFR_CON:
                 problems.append(f"{U_FUNCTIONS[apdu.u_function]} is sent by the controlled station, not the client")
-            if apdu.raw[3:6] != b"\0\0\0" or length != MIN_LENGTH:
-                problems.append("U-frame must be exactly 4 control octets with the last three zero")
+            if length != MIN_LENGTH:
+                problems.append(f"U-frame of length {length}: the APCI alone is 4 octets")
             return problems
-        if apdu.kind == "S" and (apdu.raw[3] or length != MIN_LENGTH):
-            problems.append("S-frame must be exactly 4 control octets with the second zero")
+        if apdu.kind == "S" and length != MIN_LENGTH:
+            problems.append(f"S-frame of length {length}: the APCI alone is 4 octets")
+        # Spare bits and octets that must be 0 (U/S control octets, bit 0 of the third octet of
+        # an I-frame) are faults to send; nothing requires a station to refuse them.
         # Sequence numbers are offsets from the session's counters (module docstring).
-        if apdu.recv_seq:
+        if 0 < apdu.recv_seq <= SEQ_MODULO // 2:
+            # (an offset below zero may still acknowledge only frames received: not judged here)
             problems.append(f"N(R) is {apdu.recv_seq} past the I-frames received: acknowledges frames never sent")
         if apdu.kind == "S":
             return problems
         if apdu.send_seq:
             problems.append(f"N(S) is {apdu.send_seq} away from the expected send sequence number")
-        if apdu.raw[4] & 1:
-            problems.append("bit 0 of the third control octet must be 0 in an I-frame")
         asdu = parse_asdu(apdu.asdu)
         if asdu.problem:
             return problems + [asdu.problem]
@@ -784,14 +802,15 @@ class IEC104(Protocol):
             return ReplyVerdict(ReplyKind.NORMAL, text)
         if asdu.cause not in (ACT_CON, DEACT_CON):
             return ReplyVerdict(ReplyKind.MALFORMED, f"{text} is not a confirmation")
-        if want is None or mirror:
+        if want is None or (mirror and asdu.problem):
             return ReplyVerdict(ReplyKind.NORMAL, text)
         if asdu.type_id != want.type_id:
             return ReplyVerdict(ReplyKind.MALFORMED, f"{text} confirms a request of {TYPE_IDS.get(want.type_id, want.type_id)}")
         expected = DEACT_CON if want.cause == DEACT else ACT_CON
         if asdu.cause != expected:
             return ReplyVerdict(ReplyKind.MALFORMED, f"{text} answers {CAUSES.get(want.cause, f'cause {want.cause}')}")
-        if (asdu.ca, asdu.ioa) != (want.ca, want.ioa):
+        # a broadcast (CA 0xFFFF) is confirmed by each station under its own common address
+        if asdu.ioa != want.ioa or (asdu.ca != want.ca and want.ca != BROADCAST_CA):
             return ReplyVerdict(ReplyKind.MALFORMED, f"{text} mirrors CA/IOA wrongly (request: CA {want.ca} IOA {want.ioa})")
         if asdu.objects and want.objects and asdu.objects[0][1] != want.objects[0][1]:
             return ReplyVerdict(ReplyKind.MALFORMED, f"{text} mirrors element {asdu.objects[0][1].hex()}, request had {want.objects[0][1].hex()}")

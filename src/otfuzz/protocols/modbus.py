@@ -657,7 +657,6 @@ class ModbusTCP(Protocol):
             f"read holding register {self.options['probe_address']} (fc 3) of unit {self.options['unit']}",
         )
         self._identify = _BY_SUB[(43, 0x0E)].message.encode(transaction_id=0x6964, unit_id=self.options["unit"])
-        self._faults: dict[bytes, tuple[tuple[str, bytes], ...]] = {}
 
     def _template(self, func: _Function) -> Template:
         values = {"transaction_id": 1, "unit_id": self.options["unit"], **dict(func.example)}
@@ -691,18 +690,9 @@ class ModbusTCP(Protocol):
         names = {0: "vendor", 1: "product_code", 2: "revision"}
         return {names[k]: v.decode("utf-8", "replace") for k, v in objects.items() if k in names}
 
-    def structural_faults(self, template: Template, index: int) -> tuple[str, bytes] | None:
-        frame = template.encode()
-        faults = self._faults.get(frame)
-        if faults is None:
-            if len(self._faults) >= 256:  # templates the engine varied: keep the cache bounded
-                self._faults.clear()
-            faults = self._faults[frame] = self._structural_faults(template, frame)
-        return faults[index] if 0 <= index < len(faults) else None
-
-    @staticmethod
-    def _structural_faults(template: Template, frame: bytes) -> tuple[tuple[str, bytes], ...]:
+    def structural_faults(self, template: Template) -> tuple[tuple[str, bytes], ...]:
         """Faults of the framing around a valid request: what parsers most often get wrong."""
+        frame = template.encode()
         length = len(frame) - 6
         code = frame[HEADER_SIZE]
 
