@@ -30,7 +30,7 @@ from targets.servers import free_port, start_server, stop_server  # noqa: E402
 
 from otfuzz.protocols.modbus import ModbusTCP  # noqa: E402
 from otfuzz.stress.load import LoadGenerator, LoadStats  # noqa: E402
-from otfuzz.stress.patterns import Step, valid_flood  # noqa: E402
+from otfuzz.stress.patterns import FloodFrames, Step, valid_flood  # noqa: E402
 
 REQUEST_SIZE = 12
 REPLY = bytes.fromhex("7072000000050103020000")  # read of one holding register: value 0
@@ -71,16 +71,23 @@ def _self_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _step(port: int, step: Step, connect_timeout: float = 5.0) -> LoadStats:
+def _distinct(count: int = 64) -> FloodFrames:
+    """Valid reads that differ (transaction ids): the per-frame path malformed floods take."""
+    frames = tuple(bytes.fromhex(f"{i + 1:04x}00000006010300000001") for i in range(count))
+    return FloodFrames(frames, f"{count} distinct valid reads", tuple(False for _ in frames))
+
+
+async def _step(port: int, step: Step, connect_timeout: float = 5.0, distinct: bool = False) -> LoadStats:
     modbus = ModbusTCP()
     stats = LoadStats()
     gen = LoadGenerator(modbus, "127.0.0.1", port, connect_timeout, 10_000.0, asyncio.Event())
-    await gen.run(step, valid_flood(modbus), stats)
+    await gen.run(step, _distinct() if distinct else valid_flood(modbus), stats)
     await asyncio.sleep(0.2)  # late replies still count
     return stats
 
 
-def rate_sweep(port: int, server_pid: int, seconds: float, max_rate: float, connections: int) -> list[dict[str, float]]:
+def rate_sweep(port: int, server_pid: int, seconds: float, max_rate: float, connections: int,
+               distinct: bool = False) -> list[dict[str, float]]:
     rows = []
     rate = 5000.0
     for _ in range(20):  # bounded: at most 20 doublings
@@ -88,10 +95,10 @@ def rate_sweep(port: int, server_pid: int, seconds: float, max_rate: float, conn
             break
         step = Step("request-flood", "rate", seconds, rate, rate, connections=connections)
         cpu_self, cpu_server, wall = _self_cpu(), _cpu(server_pid), time.monotonic()
-        stats = asyncio.run(_step(port, step))
+        stats = asyncio.run(_step(port, step, distinct=distinct))
         wall = time.monotonic() - wall
         row = {
-            "rate": rate, "connections": connections, "intended": stats.intended, "written": stats.written,
+            "rate": rate, "connections": connections, "distinct_frames": 64 if distinct else 1, "intended": stats.intended, "written": stats.written,
             "written_per_s": round(stats.written / seconds), "answered_per_s": round(stats.answered / seconds),
             "backpressure": stats.backpressure, "tool_shortfall": stats.tool_shortfall,
             "tool_lag_max_ms": round(stats.lag_max * 1000, 1),
@@ -115,11 +122,11 @@ def connection_sweep(port: int, max_connections: int, hold: float) -> list[dict[
             break
         start = time.monotonic()
         stats = asyncio.run(_step(port, Step("connection-flood", "idle", hold, connections=count)))
-        row = {"connections": count, "held": stats.peak_open, "failures": dict(stats.connect_failures),
+        row = {"connections": count, "held": stats.held, "peak_open": stats.peak_open, "failures": dict(stats.connect_failures),
                "open_s": round(time.monotonic() - start - hold, 2), "fd_limit": hard}
         rows.append(row)
         print(json.dumps(row), flush=True)
-        if stats.peak_open < count:
+        if stats.held < count:
             break
         time.sleep(1.0)  # let TIME_WAIT sockets and the responder settle
     return rows
@@ -143,6 +150,8 @@ def main() -> None:
         one = rate_sweep(port, server.pid, args.seconds, args.max_rate, 1)
         print("# valid-request rate, eight connections", flush=True)
         eight = rate_sweep(port, server.pid, args.seconds, args.max_rate, 8)
+        print("# valid-request rate, one connection, 64 distinct requests (the per-frame path of malformed floods)", flush=True)
+        distinct = rate_sweep(port, server.pid, args.seconds, args.max_rate, 1, distinct=True)
         print("# concurrent connections held (idle)", flush=True)
         conns = connection_sweep(port, args.max_connections, 2.0)
     finally:
@@ -155,6 +164,7 @@ def main() -> None:
     summary = {
         "max_clean_rate_1_connection": best(one),
         "max_clean_rate_8_connections": best(eight),
+        "max_clean_rate_64_distinct_requests": best(distinct),
         "max_written_per_s": max(r["written_per_s"] for r in one + eight),
         "max_connections_held": max((r["held"] for r in conns), default=0),
     }
