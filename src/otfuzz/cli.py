@@ -14,12 +14,12 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from otfuzz import __version__
+from otfuzz.engine.stopping import run_until_stopped
 from otfuzz.errors import OtfuzzError
 
 EXIT_USAGE = 2
@@ -201,25 +201,7 @@ def run_campaign(config: Any, run_dir: Path, resume: bool, show_progress: bool =
     progress = Progress(show_progress)
     try:
         campaign = Campaign(config, run_dir, store, progress)
-
-        async def main() -> str:
-            loop = asyncio.get_running_loop()
-            task = asyncio.current_task()
-
-            def on_signal() -> None:
-                if campaign.stop_requested and task is not None:
-                    task.cancel()  # second Ctrl-C: stop at once
-                campaign.request_stop("stopped by operator (signal)")
-
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, on_signal)
-            try:
-                return await campaign.run(resume)
-            finally:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-
-        status = asyncio.run(main())
+        status = run_until_stopped(campaign, lambda: campaign.run(resume))
         return status, campaign.stop_reason
     finally:
         progress.finish()

@@ -19,7 +19,6 @@ import asyncio
 import ipaddress
 import json
 import shutil
-import signal
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -29,6 +28,7 @@ import yaml
 
 from otfuzz.compliance.policy import PolicyTest, PolicyTestConfig, load_rules, run_policy_test
 from otfuzz.compliance.system import FRS, SystemModel
+from otfuzz.engine.stopping import run_until_stopped
 from otfuzz.errors import OtfuzzError
 
 PLAN_VERSION = 1
@@ -396,10 +396,10 @@ class PlanRunner:
                 except OtfuzzError as exc:
                     raise OtfuzzError(f"{where}: {exc}") from None
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "stopped by operator (signal)") -> None:
         self.stop_requested = True
         for job in list(self._running.values()):
-            job.request_stop("stopped by operator (signal)")
+            job.request_stop(reason)
 
     async def run(self) -> list[EntryOutcome]:
         gate = asyncio.Semaphore(self.concurrency)
@@ -505,22 +505,7 @@ def run_plan(plan: Plan, runs_dir: Path, resume: bool, scope: Sequence[str] = ()
         runs_dir.mkdir(parents=True, exist_ok=True)
         write_plan(plan, runs_dir / PLAN_FILE)
 
-    async def main() -> list[EntryOutcome]:
-        loop = asyncio.get_running_loop()
-        handled = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, runner.request_stop)
-                handled.append(sig)
-            except (RuntimeError, ValueError):  # not the main thread: no signal handling
-                pass
-        try:
-            return await runner.run()
-        finally:
-            for sig in handled:
-                loop.remove_signal_handler(sig)
-
-    return asyncio.run(main())
+    return run_until_stopped(runner, runner.run)
 
 
 def plan_exit_status(outcomes: Sequence[EntryOutcome]) -> int:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from otfuzz.engine.stopping import run_until_stopped
 from otfuzz.errors import OtfuzzError
 from otfuzz.stress.patterns import GROUPS, PROFILES, Ceilings
 from otfuzz.stress.verdicts import Thresholds
@@ -134,25 +134,7 @@ def run_stress(config: Any, run_dir: Path, show_progress: bool = True) -> tuple[
     progress = _Progress(show_progress)
     try:
         run = StressRun(config, run_dir, store, progress)
-
-        async def main() -> str:
-            loop = asyncio.get_running_loop()
-            task = asyncio.current_task()
-
-            def on_signal() -> None:
-                if run.stop_requested and task is not None:
-                    task.cancel()  # second Ctrl-C: stop at once
-                run.request_stop("stopped by operator (signal)")
-
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, on_signal)
-            try:
-                return await run.run()
-            finally:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-
-        status = asyncio.run(main())
+        status = run_until_stopped(run, run.run)
         return status, run.stop_reason, run.failed_verdicts
     finally:
         progress.finish()

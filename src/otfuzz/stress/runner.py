@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import hashlib
 import json
 import resource
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from otfuzz import __version__
+from otfuzz.engine.config import RecordedConfig
 from otfuzz.errors import OtfuzzError
 from otfuzz.monitor.probe import HealthProbe
 from otfuzz.monitor.process import TargetProcess
@@ -60,7 +60,7 @@ _CYCLE_KIND = {"ok": "normal", "bad-reply": "malformed", "exception": "exception
 
 
 @dataclass
-class StressConfig:
+class StressConfig(RecordedConfig):
     """Everything that defines a stress run; recorded whole with its hash in the evidence."""
 
     target: str
@@ -87,12 +87,6 @@ class StressConfig:
     operator: str | None = None
     organisation: str | None = None
     independence: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
 
     def levels(self) -> Levels:
         base = self._profile().levels
