@@ -9,7 +9,6 @@ the target stopped answering and did not come back, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import sys
 from pathlib import Path
