@@ -364,12 +364,13 @@ class Campaign:
                 async with self._lock:
                     self._running.clear()
                     try:
-                        await self._check_health(case, outcome, candidate if suspicious else None)
+                        await self._check_health(case, outcome, candidate if suspicious else None, runner)
                     finally:
                         self._running.set()
             self._inflight.discard(case_id)
 
-    async def _check_health(self, case: TestCase, outcome: CaseOutcome, candidate: AnomalyClass | None) -> None:
+    async def _check_health(self, case: TestCase, outcome: CaseOutcome, candidate: AnomalyClass | None,
+                            runner: CaseRunner) -> None:
         diagnosis = await self.investigator.diagnose(candidate)
         for result in diagnosis.probes:
             self._record_probe(result)
@@ -378,9 +379,11 @@ class Campaign:
             self._history.clear()
             self._silent = 0
             return
-        for runner in self._runners:
-            runner.drop()
-        history = list(self._history) if diagnosis.anomaly.target_level else [case]
+        for each in self._runners:
+            each.drop()
+        # Target-level: everything since the last healthy probe; reply-level: what this connection
+        # carried, since a reply can depend on the session state earlier cases left behind.
+        history = list(self._history) if diagnosis.anomaly.target_level else list(runner.history)
         if not history or history[-1].case_id != case.case_id:
             history.append(case)
         anomaly = diagnosis.anomaly

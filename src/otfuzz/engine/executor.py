@@ -8,6 +8,7 @@ late answer to one case is never taken for the answer to the next.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,17 +44,25 @@ class CaseOutcome:
 
 
 class CaseRunner:
-    def __init__(self, protocol: Protocol, host: str, port: int, timeout: float, connect_timeout: float = 2.0) -> None:
+    def __init__(self, protocol: Protocol, host: str, port: int, timeout: float, connect_timeout: float = 2.0,
+                 history_limit: int = 256) -> None:
         self.protocol = protocol
         self.host = host
         self.port = port
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.conn: Connection | None = None
+        # Cases sent on the current connection, oldest first: the state a reply may depend on.
+        self.history: deque[TestCase] = deque(maxlen=history_limit)
 
-    async def connect(self) -> Connection:
-        if self.conn is None or not self.conn.alive:
+    async def connect(self, opening: bool = True) -> Connection:
+        if not opening:  # a case about the state before the handshake gets a connection of its own
             self.drop()
+            self.history.clear()
+            self.conn = await Connection.open(self.host, self.port, self.protocol.session(), self.connect_timeout, opening=False)
+        elif self.conn is None or not self.conn.alive:
+            self.drop()
+            self.history.clear()
             self.conn = await Connection.open(self.host, self.port, self.protocol.session(), self.connect_timeout)
         return self.conn
 
@@ -64,12 +73,15 @@ class CaseRunner:
 
     async def run(self, case: TestCase, meanwhile: Callable[[], object] | None = None) -> CaseOutcome:
         """Run a case; `meanwhile` runs once while the target works on the first frame."""
-        return await self.run_frames(case.frames, meanwhile)
+        outcome = await self.run_frames(case.frames, meanwhile)
+        self.history.append(case)
+        return outcome
 
     async def run_frames(self, frames: tuple[bytes, ...] | list[bytes], meanwhile: Callable[[], object] | None = None) -> CaseOutcome:
         protocol = self.protocol
+        opening = protocol.needs_opening(frames[0])
         try:
-            conn = await self.connect()
+            conn = await self.connect(opening)
         except ConnectionRefusedError:
             return CaseOutcome(ReplyKind.RESET, "connection refused", None, 0.0, 0)
         except (TimeoutError, asyncio.TimeoutError):
@@ -79,6 +91,15 @@ class CaseRunner:
         except OSError as exc:
             return CaseOutcome(ReplyKind.RESET, f"connect failed: {exc.strerror or exc}", None, 0.0, 0)
         last = len(frames) - 1
+        try:
+            return await self._exchange_all(conn, frames, last, meanwhile)
+        finally:
+            if not opening:
+                self.drop()  # never reuse a connection that skipped the handshake
+
+    async def _exchange_all(self, conn: Connection, frames: tuple[bytes, ...] | list[bytes], last: int,
+                            meanwhile: Callable[[], object] | None) -> CaseOutcome:
+        protocol = self.protocol
         for index, frame in enumerate(frames):
             exchange = await conn.exchange(frame, self.timeout, protocol.expects_reply(frame), meanwhile)
             meanwhile = None

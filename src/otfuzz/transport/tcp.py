@@ -80,8 +80,9 @@ class Connection:
         self._transport = transport
 
     @classmethod
-    async def open(cls, host: str, port: int, session: Session, timeout: float) -> Connection:
-        """Connect (raises ConnectionRefusedError, TimeoutError or OSError) and run the opening."""
+    async def open(cls, host: str, port: int, session: Session, timeout: float, opening: bool = True) -> Connection:
+        """Connect (raises ConnectionRefusedError, TimeoutError or OSError) and run the opening
+        handshake unless `opening` is False (for cases that test the state before it)."""
         loop = asyncio.get_running_loop()
         wire = _Wire(session)
         transport, _ = await asyncio.wait_for(loop.create_connection(lambda: wire, host, port), timeout)
@@ -89,7 +90,7 @@ class Connection:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = cls(wire, transport)  # type: ignore[arg-type]
-        for frame in session.opening():
+        for frame in session.opening() if opening else ():
             result = await conn.exchange(frame, timeout)
             if result.outcome != "reply":
                 conn.close()
