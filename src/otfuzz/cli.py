@@ -112,12 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.add_commands(sub)
-    if "report" not in sub.choices:
-        report = sub.add_parser("report", help="write reports of a run")
-        report.add_argument("run_dir", type=Path, metavar="RUN")
-        report.add_argument("--format", default="json", type=_csv)
-        report.add_argument("--out", type=Path)
-        report.set_defaults(func=cmd_report_json)
     return parser
 
 
@@ -336,19 +330,6 @@ def cmd_protocols(args: argparse.Namespace) -> int:
         for key, spec in cls.options_spec.items():
             print(f"  ?{key}={spec.default}  {spec.doc}")
         print(f"  liveness: {cls.liveness_note}")
-    return 0
-
-
-def cmd_report_json(args: argparse.Namespace) -> int:
-    from otfuzz.report.json_report import write_json
-    from otfuzz.report.results import load_results
-
-    doc = load_results(args.run_dir)
-    unknown = [f for f in args.format if f != "json"]
-    if unknown:
-        raise OtfuzzError(f"report format '{unknown[0]}' is not available in this build")
-    path = write_json(doc, (args.out or args.run_dir / "reports") / "results.json")
-    print(path)
     return 0
 
 

@@ -150,3 +150,24 @@ def test_gap_command_writes_gap_json_and_refuses_missing_runs(worked: dict, tmp_
     assert [z["sl_c"] for z in written["zones"]] == [z["sl_c"] for z in worked["section"]["zones"]]
     missing = otfuzz("gap", str(worked["system"]), str(tmp_path / "no-such-run"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_gap_command_writes_the_system_view_into_html_and_pdf_reports(worked: dict, tmp_path: Path) -> None:
+    from pypdf import PdfReader
+
+    result = otfuzz("gap", str(worked["system"]), str(worked["runs"]), "--out", str(tmp_path / "report"))
+    assert result.returncode == 0, result.stderr
+    html = (tmp_path / "report" / "gap.html").read_text()
+    assert "Zone supervisory" in html and "Conduits never tested:</strong> ent-sup" in html
+    assert "http://" not in html.replace("http-equiv", "") and "<script" not in html
+    text = " ".join(page.extract_text() for page in PdfReader(tmp_path / "report" / "gap.pdf").pages)
+    assert "Zone control" in text and "SR 5.1 (failed)" in text and "ent-sup" in text
+
+
+def test_gap_report_escapes_names_from_the_system_model() -> None:
+    from otfuzz.report.system import render_gap_html
+
+    section = {"system": {"name": "<script>alert(1)</script>", "role": None}, "zones": [], "conduits": [],
+               "untested_conduits": ["<b>c</b>"], "unattributed_runs": []}
+    html = render_gap_html(section)
+    assert "<script>alert" not in html and "&lt;script&gt;" in html and "&lt;b&gt;c&lt;/b&gt;" in html

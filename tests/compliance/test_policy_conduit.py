@@ -20,6 +20,13 @@ from otfuzz.report.results import load_results
 READS = [1, 2, 3, 4]
 
 
+def _mapped_verdict(run_dir: Path, requirement: str) -> str:
+    from otfuzz.compliance.evidence import build_evidence
+
+    evidence = build_evidence(load_results(run_dir))
+    return next(r["verdict"] for r in evidence["requirements"] if r["id"] == requirement)
+
+
 def run(config: PolicyTestConfig, run_dir: Path) -> dict:
     return asyncio.run(asyncio.wait_for(run_policy_test(config, run_dir), timeout=60))
 
@@ -45,6 +52,7 @@ def test_conduit_that_obeys_its_policy_passes_and_leaves_the_server_unchanged(tm
     assert ops["write_single_register"]["changed"] is False  # observed on the server itself: untouched
     assert section["summary"]["violations"] == 0 and section["conclusive"]
     assert verdicts(section) == {"SR 5.2": "pass", "SR 5.1": "pass"}
+    assert _mapped_verdict(tmp_path / "run", "SR 5.2") == "pass"
     # disruptive requests are never sent unless asked
     assert ops["diagnostics/force_listen_only_mode"]["outcome"] == "skipped"
 
@@ -66,6 +74,8 @@ def test_leaking_conduit_records_each_violation_and_the_writes_the_device_took(t
     violations = [op["name"] for op in section["operations"] if op["outcome"] == "violation"]
     assert summary["violations"] == len(violations) > 10
     assert verdicts(section) == {"SR 5.2": "fail", "SR 5.1": "fail", "SR 3.5": "fail"}
+    # The run-level compliance section agrees: the mapping reads the policy test's own judgement.
+    assert _mapped_verdict(tmp_path / "run", "SR 5.2") == "fail"
     sr35 = next(v for v in section["verdicts"] if v["requirement"] == "SR 3.5")
     assert "write_single_register" in sr35["operations"] and "read_exception_status" not in sr35["operations"]
 

@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 from otfuzz.compliance.system import FR_NAMES, SystemModel, Zone
 from otfuzz.errors import OtfuzzError
 
-GAP_FILE = "gap.json"
 
 
 @dataclass
@@ -321,17 +320,6 @@ def _req_key(requirement: Any) -> tuple[Any, ...]:
     return requirement_sort_key(requirement)
 
 
-def write_gap(section: Mapping[str, Any], out_dir: Path) -> Path:
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / GAP_FILE
-        path.write_text(json.dumps(section, indent=2, sort_keys=False) + "\n")
-    except OSError as exc:
-        raise OtfuzzError(f"cannot write {out_dir / GAP_FILE}: {exc.strerror}") from None
-    return path
-
-
 def format_gap(section: Mapping[str, Any], blockers_shown: int = 3) -> str:
     """The gap as a table: one row per zone and FR, with what blocks the target level."""
     header = ("zone", "FR", "SL-T", "SL-C", "gap", "blocked by")
@@ -362,5 +350,5 @@ def format_gap(section: Mapping[str, Any], blockers_shown: int = 3) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["GAP_FILE", "RunInfo", "attribute", "collect_runs", "format_gap", "gap_section", "write_gap",
+__all__ = ["RunInfo", "attribute", "collect_runs", "format_gap", "gap_section",
            "zone_capability", "zone_verdicts"]

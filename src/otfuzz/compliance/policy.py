@@ -279,7 +279,7 @@ class PolicyTest:
             notes.append(f"disruptive operations not sent (their refusal is untested): {', '.join(disruptive)}")
         if len(results) < len(self.ops):
             notes.append(f"stopped after {len(results)} of {len(self.ops)} operations")
-        return {
+        section: dict[str, Any] = {
             "conduit": self.config.conduit,
             "channel": self.config.channel,
             "from_zone": self.config.from_zone,
@@ -302,6 +302,18 @@ class PolicyTest:
                                         [r for r in results if not r.sent and not r.allowed and not r.disruptive]),
             "notes": notes,
         }
+        section["group_verdicts"] = {"conduit-policy": group_verdict(section["verdicts"])}
+        return section
+
+
+def group_verdict(verdicts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The conduit-policy test group judged as a whole, for the requirement mapping: a leak fails
+    it, a complete refusal passes it, anything short of that is inconclusive (never a pass)."""
+    if any(v["verdict"] == "fail" for v in verdicts):
+        return {"verdict": "fail", "reasons": [v["reason"] for v in verdicts if v["verdict"] == "fail"]}
+    if verdicts and all(v["verdict"] == "pass" for v in verdicts):
+        return {"verdict": "pass", "reasons": [verdicts[0]["reason"]]}
+    return {"verdict": "inconclusive", "reasons": [v["reason"] for v in verdicts if v["verdict"] != "pass"] or ["nothing judged"]}
 
 
 def policy_verdicts(evidence: Sequence[Mapping[str, Any]], violations: Sequence[OperationResult], accepted: Sequence[OperationResult],

@@ -83,7 +83,9 @@ def add_commands(sub: Any) -> None:
     gap = sub.add_parser("gap", help="SL-T against evidenced SL-C per zone, from a system model and run folders")
     gap.add_argument("system", type=Path, metavar="SYSTEM")
     gap.add_argument("runs", type=Path, nargs="*", metavar="RUNS", help="run folders or run-plan folders")
-    gap.add_argument("--out", type=Path, help="folder to write gap.json into")
+    gap.add_argument("--out", type=Path, help="folder to write the gap reports into")
+    gap.add_argument("--format", default="json,html,pdf", type=lambda t: [f.strip() for f in t.split(",") if f.strip()],
+                     help="gap reports to write with --out: json, html, pdf (default all three)")
     gap.add_argument("--json", action="store_true", help="print the gap section as JSON instead of the table")
     gap.set_defaults(func=cmd_gap)
 
@@ -275,8 +277,9 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
 def cmd_gap(args: argparse.Namespace) -> int:
     import json
 
-    from otfuzz.compliance.gap import format_gap, gap_section, write_gap
+    from otfuzz.compliance.gap import format_gap, gap_section
     from otfuzz.compliance.system import load_system
+    from otfuzz.report.system import write_gap_reports
 
     model = load_system(args.system)
     section = gap_section(model, list(args.runs))
@@ -285,5 +288,6 @@ def cmd_gap(args: argparse.Namespace) -> int:
     else:
         print(format_gap(section))
     if args.out is not None:
-        print(f"gap written to {write_gap(section, args.out)}", file=sys.stderr if args.json else sys.stdout)
+        for path in write_gap_reports(section, args.out, args.format):
+            print(f"gap written to {path}", file=sys.stderr if args.json else sys.stdout)
     return 0

@@ -1,0 +1,124 @@
+"""The `report`, `bundle`, `verify` and `keygen` subcommands: argument handling only.
+
+Each handler returns the exit status and raises OtfuzzError for anything the user can fix;
+the work is done by `otfuzz.compliance.evidence`, `otfuzz.report.reports` and
+`otfuzz.report.bundle`. `verify` exits 0 when the bundle is intact, 1 when it found alterations
+(and names them), and 2 (through OtfuzzError) when the bundle or key cannot be used at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from otfuzz.errors import OtfuzzError
+
+EXIT_OK = 0
+EXIT_ALTERED = 1
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register report, bundle, verify and keygen on the CLI's subparsers."""
+    from otfuzz.compliance.catalogue import COMPONENT_TYPES
+    from otfuzz.report.reports import FORMATS
+
+    report = subparsers.add_parser("report", help="write HTML, PDF, JSON, JUnit or OSCAL reports of a run, with IEC 62443 verdicts")
+    report.add_argument("run_dir", type=Path, metavar="RUN", help="run folder")
+    report.add_argument("--format", default="json", metavar="LIST",
+                        help=f"comma-separated formats: {','.join(FORMATS)} (default json)")
+    report.add_argument("--out", type=Path, help="folder for the reports (default RUN/reports)")
+    report.add_argument("--component-type", choices=list(COMPONENT_TYPES),
+                        help="IEC 62443-4-2 component type; needed for SL-C")
+    report.add_argument("--sl-t", metavar="VECTOR", help="target security level per FR, e.g. 2,2,2,1,2,1,3 (or one level for all)")
+    report.add_argument("--met-by-other-means", type=Path, metavar="FILE",
+                        help="YAML list of requirements met by documentation review or configuration, each with a reference")
+    report.add_argument("--operator", help="who ran the test (default: as recorded by the campaign)")
+    report.add_argument("--organisation", help="the operator's organisation")
+    report.add_argument("--independence", metavar="LEVEL",
+                        help="tester independence (IEC 62443-4-1 SVV-5): none, independent-person, "
+                             "independent-department, independent-organisation")
+    report.add_argument("--catalogue", type=Path, help=argparse.SUPPRESS)  # for assessors with their own data files
+    report.add_argument("--mapping", type=Path, help=argparse.SUPPRESS)
+    report.set_defaults(func=cmd_report)
+
+    bundle = subparsers.add_parser("bundle", help="pack a run (store, reports, configuration) into a signed evidence bundle")
+    bundle.add_argument("run_dir", type=Path, metavar="RUN", help="run folder")
+    bundle.add_argument("--key", type=Path, required=True, help="Ed25519 private key (from otfuzz keygen)")
+    bundle.add_argument("--out", type=Path, help="bundle file (default RUN.bundle.tar beside the run folder)")
+    bundle.add_argument("--include", type=Path, action="append", default=[], metavar="FILE",
+                        help="extra file to pack, e.g. the configuration file or the other-means file (repeatable)")
+    bundle.set_defaults(func=cmd_bundle)
+
+    verify = subparsers.add_parser("verify", help="check an evidence bundle's signature and every file in it")
+    verify.add_argument("bundle", type=Path, metavar="BUNDLE")
+    expected = verify.add_mutually_exclusive_group()
+    expected.add_argument("--key", type=Path, help="the public key the bundle must be signed with")
+    expected.add_argument("--fingerprint", help="the sha256 fingerprint the signer's key must have")
+    verify.set_defaults(func=cmd_verify)
+
+    keygen = subparsers.add_parser("keygen", help="make an Ed25519 key pair for signing evidence bundles")
+    keygen.add_argument("--out", type=Path, default=Path("otfuzz-signing"), metavar="PREFIX",
+                        help="writes PREFIX.key (private, mode 0600) and PREFIX.pub (default otfuzz-signing)")
+    keygen.add_argument("--force", action="store_true", help="replace existing key files")
+    keygen.set_defaults(func=cmd_keygen)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from otfuzz.compliance.evidence import EvidenceOptions, build_evidence, parse_sl_vector
+    from otfuzz.report.reports import parse_formats, write_reports
+    from otfuzz.report.results import load_results
+
+    formats = parse_formats(args.format)
+    if not args.run_dir.is_dir():
+        raise OtfuzzError(f"run folder {args.run_dir} does not exist")
+    options = EvidenceOptions(
+        component_type=args.component_type,
+        sl_t=parse_sl_vector(args.sl_t) if args.sl_t else None,
+        other_means_file=args.met_by_other_means,
+        operator=args.operator,
+        organisation=args.organisation,
+        independence=args.independence,
+        catalogue_file=args.catalogue,
+        mapping_file=args.mapping,
+    )
+    results = load_results(args.run_dir)
+    evidence = build_evidence(results, options)
+    out_dir = args.out or args.run_dir / "reports"
+    for path in write_reports(results, evidence, formats, out_dir, catalogue_file=args.catalogue, mapping_file=args.mapping):
+        print(path)
+    print(evidence["summary"]["headline"], file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from otfuzz.report.bundle import create_bundle
+
+    run_dir: Path = args.run_dir
+    if not run_dir.is_dir():
+        raise OtfuzzError(f"run folder {run_dir} does not exist")
+    out = args.out or run_dir.resolve().parent / f"{run_dir.resolve().name}.bundle.tar"
+    info = create_bundle(run_dir, args.key, out, extra=args.include)
+    print(info.path)
+    print(f"{info.files} files, {info.bytes} bytes, signed by Ed25519 {info.fingerprint}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from otfuzz.report.bundle import verify_bundle
+
+    result = verify_bundle(args.bundle, public_key=args.key, expected_fingerprint=args.fingerprint)
+    for line in result.lines():
+        print(line)
+    return EXIT_OK if result.ok else EXIT_ALTERED
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from otfuzz.report.bundle import generate_keypair
+
+    private_path, public_path, fp = generate_keypair(args.out, force=args.force)
+    print(f"private key: {private_path} (keep it secret)")
+    print(f"public key:  {public_path} (give it to whoever verifies your bundles)")
+    print(f"fingerprint: {fp}")
+    return EXIT_OK
