@@ -53,21 +53,16 @@ def run_demo(out: Path, duration: float, seed: int) -> int:
     port = free_port()
     command = f"{shlex.quote(sys.executable)} -m otfuzz.demo serve --port {port}"
     config = CampaignConfig(target=f"modbus://127.0.0.1:{port}", seed=seed, duration=duration, target_cmd=command,
-                            operator="otfuzz demo", independence="demonstration (not an assessment)")
+                            confirm_time=30.0, operator="otfuzz demo", independence="demonstration (not an assessment)")
     _prepare_run_dir(out)
-    print(f"demo: pymodbus server on 127.0.0.1:{port}, {duration:g} s campaign, seed {seed}", flush=True)
+    print(f"demo: pymodbus server on 127.0.0.1:{port}, {duration:g} s campaign, seed {seed}, "
+          "then up to 30 s to replay and minimise what it found", flush=True)
     status, _ = run_campaign(config, out, resume=False)
     print(_summary(out, status))
     from otfuzz.cli import build_parser
 
-    formats = "json"
-    try:
-        from otfuzz.report import commands  # noqa: F401
-
-        formats = "json,html,pdf,junit,oscal"
-    except ImportError:
-        pass
-    args = build_parser().parse_args(["report", str(out), "--format", formats])
+    args = build_parser().parse_args(["report", str(out), "--format", "json,html,pdf,junit,oscal",
+                                      "--component-type", "software-application", "--sl-t", "1,1,1,1,1,1,1"])
     args.func(args)
     return 0 if status == "completed" else 1
 

@@ -36,6 +36,16 @@ def test_crash_in_fuzzing_fails_input_validation_and_dos_protection(catalogue: C
     assert "structural" in v["CR 3.5"].reason and "crash" in v["CR 3.5"].reason
 
 
+def test_out_of_spec_input_acted_on_fails_input_validation_but_not_dos_protection(
+        catalogue: Catalogue, mapping: RequirementMapping) -> None:
+    results = make_results(FUZZ, [("boundary", "spec-violation")])
+    v = verdicts(results, catalogue, mapping)
+    for req in ("CR 3.5", "SR 3.5", "CR 3.7"):
+        assert v[req].verdict is Verdict.FAIL and v[req].anomaly_ids == (1,), req
+    # The device answered: nothing was denied, so DoS protection keeps its (partial) evidence.
+    assert v["CR 7.1"].verdict is not Verdict.FAIL
+
+
 def test_partial_evidence_alone_never_marks_a_requirement_met(catalogue: Catalogue, mapping: RequirementMapping) -> None:
     establishing = {link.requirement for rule in mapping.rules for link in rule.links if link.strength.establishes}
     groups = list(FUZZ) + list(FLOODS) + ["recovery"]

@@ -468,7 +468,8 @@ class Campaign:
         deadline = time.monotonic() + self.config.confirm_time
         firsts = [a for a in pending if "duplicate_of" not in a]
         others = [a for a in pending if "duplicate_of" in a]
-        for record in firsts + others:
+        for done, record in enumerate(firsts + others):
+            self._health = f"ok; confirming anomalies {done}/{len(pending)}"
             if self.stop_requested:
                 return
             if time.monotonic() > deadline:
