@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
-import shlex
 import socket
 import subprocess
 import sys
@@ -76,15 +74,29 @@ def campaign(url: str, seconds: float, extra: list[str]) -> tuple[float, dict]:
 
 
 def memory_run(url: str, cases: int) -> dict:
-    """RSS before and after a long campaign in a child process (its own peak, not ours)."""
+    """RSS of a long campaign sampled every second in a child process: flat means no per-case growth."""
+    import psutil
+
     code = (
-        "import resource,sys,tempfile,pathlib;from otfuzz.cli import main;"
-        f"d=pathlib.Path(tempfile.mkdtemp())/'r';"
-        f"rc=main(['run','{url}','--cases','{cases}','--seed','3','--out',str(d),'--quiet','--no-confirm','--groups','boundary,structural,mutation,sequence']);"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import sys,tempfile,pathlib;from otfuzz.cli import main;"
+        "d=pathlib.Path(tempfile.mkdtemp())/'r';"
+        f"sys.exit(main(['run','{url}','--cases','{cases}','--seed','3','--out',str(d),'--quiet','--no-confirm']))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600)
-    return {"cases": cases, "peak_rss_mib": round(int(out.stdout.strip().splitlines()[-1]) / 1024, 1)}
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, samples, start = psutil.Process(child.pid), [], time.monotonic()
+    while child.poll() is None and time.monotonic() - start < 3600:
+        try:
+            samples.append((round(time.monotonic() - start), proc.memory_info().rss / 2**20))
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(1.0)
+    child.wait(60)
+    after_warmup = [rss for t, rss in samples if t >= 10] or [rss for _, rss in samples]
+    tenth = max(1, len(after_warmup) // 10)
+    return {"cases": cases, "seconds": round(time.monotonic() - start, 1), "exit": child.returncode,
+            "rss_mib_first_10pct": round(sum(after_warmup[:tenth]) / tenth, 1),
+            "rss_mib_last_10pct": round(sum(after_warmup[-tenth:]) / tenth, 1),
+            "rss_mib_max": round(max(after_warmup), 1)}
 
 
 def main() -> None:

@@ -16,11 +16,14 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from otfuzz import __version__
 from otfuzz.engine.stopping import run_until_stopped
 from otfuzz.errors import OtfuzzError
+
+T = TypeVar("T")
 
 EXIT_USAGE = 2
 EXIT_TARGET_DOWN = 3
@@ -145,20 +148,48 @@ def _prepare_run_dir(path: Path) -> bool:
     return True
 
 
-class Progress:
-    """Live progress on stderr: one rewritten line on a terminal, a line every 10 s otherwise."""
+def run_in_new_folder(run_dir: Path, job: Callable[[], T]) -> T:
+    """Create the run folder and run `job` in it; if the job stops on a user error (bad target,
+    failed baseline...), remove what it wrote, so nothing half-written is left behind."""
+    created = _prepare_run_dir(run_dir)
+    try:
+        return job()
+    except OtfuzzError:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            for child in run_dir.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        raise
 
-    def __init__(self, enabled: bool) -> None:
+
+def exit_status(status: str, reason: str, interrupted_note: str) -> int:
+    """Exit status of a run that ended with `status`, with its one-line message on stderr."""
+    if status == "failed":
+        print(f"otfuzz: error: {reason}", file=sys.stderr)
+        return EXIT_TARGET_DOWN
+    if status == "interrupted":
+        print(interrupted_note, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+class Progress:
+    """Live progress on stderr: one rewritten line on a terminal, a line every 10 s otherwise.
+
+    `render` turns a layer's snapshot into the line; campaigns and stress runs share the rest.
+    """
+
+    def __init__(self, enabled: bool, render: Callable[[Any], str] | None = None) -> None:
         self.enabled = enabled
+        self.render = render or _campaign_line
         self.tty = sys.stderr.isatty()
-        self._last_plain = 0.0
+        self._last_plain = -10.0
 
     def __call__(self, snap: Any) -> None:
         if not self.enabled:
             return
-        anomalies = ", ".join(f"{k} {v}" for k, v in sorted(snap.anomalies.items())) or "none"
-        left = "" if snap.remaining is None else f" | {snap.remaining:5.0f} s left"
-        line = f"cases {snap.cases} | {snap.rate:7.0f}/s | anomalies: {anomalies} | target {snap.health}{left}"
+        line = self.render(snap)
         if self.tty:
             sys.stderr.write("\r\x1b[K" + line)
             sys.stderr.flush()
@@ -169,6 +200,12 @@ class Progress:
     def finish(self) -> None:
         if self.enabled and self.tty:
             sys.stderr.write("\n")
+
+
+def _campaign_line(snap: Any) -> str:
+    anomalies = ", ".join(f"{k} {v}" for k, v in sorted(snap.anomalies.items())) or "none"
+    left = "" if snap.remaining is None else f" | {snap.remaining:5.0f} s left"
+    return f"cases {snap.cases} | {snap.rate:7.0f}/s | anomalies: {anomalies} | target {snap.health}{left}"
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
@@ -203,12 +240,17 @@ def run_campaign(config: Any, run_dir: Path, resume: bool, show_progress: bool =
 
 
 def _summary(run_dir: Path, status: str) -> str:
-    from otfuzz.report.results import load_results
+    """One line from the store's aggregates (a million-case run must not be loaded to print it)."""
+    from otfuzz.store.evidence import EvidenceStore
 
-    doc = load_results(run_dir)
-    totals = doc["totals"]
-    classes = ", ".join(f"{k}: {v}" for k, v in sorted(totals["anomaly_classes"].items())) or "none"
-    return f"{status}: {totals['cases']} cases, {totals['anomalies']} anomalies ({classes}); evidence in {run_dir}"
+    store = EvidenceStore.open(run_dir)
+    try:
+        cases = sum(sum(replies.values()) for replies in store.counts().values())
+        classes = store.anomaly_classes()
+    finally:
+        store.close()
+    shown = ", ".join(f"{k}: {v}" for k, v in classes.items()) or "none"
+    return f"{status}: {cases} cases, {sum(classes.values())} anomalies ({shown}); evidence in {run_dir}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -237,24 +279,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         protocol_class(target.scheme)(target.options)
         Scope(config.scope).check(target)
         run_dir = args.out or _default_out(target.scheme)
-        created = _prepare_run_dir(run_dir)
-        try:
-            status, reason = run_campaign(config, run_dir, resume=False, show_progress=not args.quiet)
-        except OtfuzzError:
-            if created:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            else:
-                for child in run_dir.iterdir():
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-            raise
+        status, reason = run_in_new_folder(run_dir, lambda: run_campaign(config, run_dir, resume=False, show_progress=not args.quiet))
     print(_summary(run_dir, status))
-    if status == "failed":
-        print(f"otfuzz: error: {reason}", file=sys.stderr)
-        return EXIT_TARGET_DOWN
-    if status == "interrupted":
-        print(f"interrupted; continue with: otfuzz run --resume {run_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return 0
+    return exit_status(status, reason, f"interrupted; continue with: otfuzz run --resume {run_dir}")
 
 
 # -- replay -------------------------------------------------------------------------------------

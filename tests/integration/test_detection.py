@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from otfuzz.cli import main
 from otfuzz.report.results import load_results

@@ -16,6 +16,7 @@ from dnp3.core.flags import IIN
 from dnp3.datalink.builder import build_link_status, build_request_link_status, build_unconfirmed_user_data
 from dnp3.datalink.parser import FrameParser
 
+from module_robustness import exercise
 from otfuzz.errors import OtfuzzError
 from otfuzz.protocols import protocol_class
 from otfuzz.protocols.base import ReplyKind, Template
@@ -491,17 +492,4 @@ _POOL += [outstation_frames(response(0, body=bytes(300)), size=100), outstation_
 @given(_near(_POOL), _near(_POOL))
 def test_no_input_makes_the_module_raise(request: bytes, reply: bytes) -> None:
     """Fuzzed requests and hostile replies are data, never a crash of otfuzz itself."""
-    for frame in (request, PROTOCOL.repair(request)):
-        PROTOCOL.check_request(frame)
-        PROTOCOL.describe(frame)
-        PROTOCOL.is_write(frame)
-        PROTOCOL.expects_reply(frame)
-        PROTOCOL.classify(frame, reply)
-    session = PROTOCOL.session()
-    session.prepare(request)
-    for cut in range(0, len(reply), 7):
-        session.feed(reply[cut : cut + 7])
-        session.take_output()
-        while session.next_reply() is not None:
-            pass
-    session.leftover()
+    exercise(PROTOCOL, request, reply)

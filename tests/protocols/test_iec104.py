@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from targets.iec104_server import DEFAULT_CA as IEC104_CA
 from targets.servers import free_port, script, start_server, stop_server
 
+from module_robustness import exercise
 from otfuzz.errors import OtfuzzError
 from otfuzz.protocols import protocol_class
 from otfuzz.protocols.base import ReplyKind, Template
@@ -410,17 +411,4 @@ _POOL += [i_frame(0, 1, GI_CON), i_frame(1, 1, SPONTANEOUS), u(0x43), u(0x0B), i
 @given(_near(_POOL), _near(_POOL))
 def test_no_input_makes_the_module_raise(request: bytes, reply: bytes) -> None:
     """Fuzzed requests and hostile replies are data, never a crash of otfuzz itself."""
-    for frame in (request, PROTOCOL.repair(request)):
-        PROTOCOL.check_request(frame)
-        PROTOCOL.describe(frame)
-        PROTOCOL.is_write(frame)
-        PROTOCOL.expects_reply(frame)
-        PROTOCOL.classify(frame, reply)
-    session = PROTOCOL.session()
-    session.prepare(request)
-    for cut in range(0, len(reply), 7):
-        session.feed(reply[cut : cut + 7])
-        session.take_output()
-        while session.next_reply() is not None:
-            pass
-    session.leftover()
+    exercise(PROTOCOL, request, reply)

@@ -10,6 +10,9 @@ import time
 import pytest
 from targets.servers import server_stderr
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from module_robustness import exercise
 from otfuzz.errors import OtfuzzError
 from otfuzz.protocols import protocol_class
 from otfuzz.protocols.base import ReplyKind, Template
@@ -609,3 +612,14 @@ def test_repair_makes_the_mbap_length_and_protocol_id_consistent() -> None:
     repaired = MODBUS.repair(mutated)
     assert repaired[2:6] == b"\x00\x00\x00\x07" and repaired[6:] == mutated[6:]
     assert MODBUS.repair(b"\x00\x01") == b"\x00\x01"
+
+
+_POOL = [t.encode() for t in MODBUS.templates()] + [f for t in MODBUS.templates() for _, f in MODBUS.structural_faults(t)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(_POOL).flatmap(lambda f: st.binary(max_size=8).map(lambda tail: f[: len(f) - len(tail) // 2] + tail)),
+       st.sampled_from(_POOL + [REPLY3]).flatmap(lambda f: st.binary(max_size=8).map(lambda tail: f[: len(f) - len(tail) // 2] + tail)))
+def test_no_input_makes_the_module_raise(request: bytes, reply: bytes) -> None:
+    """Fuzzed requests and hostile replies are data, never a crash of otfuzz itself."""
+    exercise(MODBUS, request, reply)

@@ -19,7 +19,6 @@ which nothing was ever tested are listed. `gap_section` is the JSON-ready sectio
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

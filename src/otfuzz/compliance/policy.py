@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -28,7 +27,6 @@ from typing import Any
 
 import yaml
 
-from otfuzz import __version__
 from otfuzz.engine.config import RecordedConfig
 from otfuzz.errors import OtfuzzError
 from otfuzz.protocols.base import Protocol, ReplyKind
@@ -359,12 +357,6 @@ def _baseline(latencies: Sequence[float]) -> dict[str, Any]:
 # -- evidence store -------------------------------------------------------------------------------
 
 
-def now_iso() -> str:
-    from otfuzz.engine.campaign import now_iso as engine_now
-
-    return engine_now()
-
-
 async def run_policy_test(config: PolicyTestConfig, run_dir: Path, extra_meta: Mapping[str, Any] | None = None,
                           test: PolicyTest | None = None) -> dict[str, Any]:
     """Run a policy test into `run_dir` (a new evidence store); returns the policy section.
@@ -372,8 +364,7 @@ async def run_policy_test(config: PolicyTestConfig, run_dir: Path, extra_meta: M
     The campaign record has kind "policy"; the policy section is stored under meta "policy",
     which the results document copies whole.
     """
-    from otfuzz.engine.campaign import host_record
-    from otfuzz.store.evidence import EvidenceStore
+    from otfuzz.store.evidence import EvidenceStore, now_iso
 
     test = test or PolicyTest(config)
     group = test.rules["group"]
@@ -383,14 +374,8 @@ async def run_policy_test(config: PolicyTestConfig, run_dir: Path, extra_meta: M
     try:
         for key, value in (extra_meta or {}).items():
             store.set_meta(key, value)
-        store.set_meta("campaign", {
-            "id": str(uuid.uuid4()), "kind": "policy", "seed": 0, "config": config.as_dict(), "config_sha256": config.sha256(),
-            "started_at": now_iso(), "ended_at": None, "status": "running", "host": host_record(),
-            "operator": config.operator, "organisation": config.organisation, "independence": config.independence,
-        })
-        store.set_meta("tool", {"name": "otfuzz", "version": __version__})
-        store.set_meta("target", {"url": test.target.url, "protocol": test.protocol.name, "address": test.address,
-                                  "port": test.target.port, "identity": {}, "command": None})
+        store.record_start("policy", config, {"url": test.target.url, "protocol": test.protocol.name, "address": test.address,
+                                              "port": test.target.port, "identity": {}, "command": None})
 
         def record(result: OperationResult) -> None:
             elapsed = round(time.monotonic() - t0, 3)

@@ -239,7 +239,7 @@ def cmd_run_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_test(args: argparse.Namespace) -> int:
-    from otfuzz.cli import _default_out, _prepare_run_dir
+    from otfuzz.cli import _default_out, run_in_new_folder
     from otfuzz.compliance.policy import PolicyTest, PolicyTestConfig, run_policy_test
     from otfuzz.compliance.system import OPERATION_CLASSES
 
@@ -253,13 +253,7 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
         raise OtfuzzError(f"--allow: '{unknown[0]}' is not {', '.join(OPERATION_CLASSES)}, a {test.protocol.name} operation "
                           "or one of its function codes")
     run_dir = args.out or _default_out("policy")
-    created = _prepare_run_dir(run_dir)
-    try:
-        section = asyncio.run(run_policy_test(config, run_dir, None, test))
-    except OtfuzzError:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    section = run_in_new_folder(run_dir, lambda: asyncio.run(run_policy_test(config, run_dir, None, test)))
     s = section["summary"]
     print(f"{s['sent']} operations sent through {section['endpoint']['url']}: {s['violations']} policy violation(s) among "
           f"{s['disallowed']} disallowed, {s['over_blocked']} allowed operation(s) blocked, {s['skipped']} skipped")

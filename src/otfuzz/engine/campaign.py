@@ -9,19 +9,14 @@ knows about the wire comes through the protocol module's interface.
 from __future__ import annotations
 
 import asyncio
-import platform
 import re
-import socket
 import time
-import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from otfuzz import __version__
 from otfuzz.engine.cases import TestCase
 from otfuzz.engine.executor import CaseOutcome, CaseRunner
 from otfuzz.engine.generator import CaseGenerator
@@ -34,7 +29,7 @@ from otfuzz.monitor.probe import HealthProbe, ProbeResult
 from otfuzz.monitor.process import TargetProcess
 from otfuzz.protocols import protocol_class
 from otfuzz.protocols.base import Protocol, ReplyKind
-from otfuzz.store.evidence import EvidenceStore
+from otfuzz.store.evidence import EvidenceStore, now_iso
 from otfuzz.transport.ratelimit import RateLimiter
 from otfuzz.transport.target import Scope, Target, parse_target
 
@@ -95,14 +90,6 @@ def anomaly_signature(anomaly: AnomalyClass, template: str, detail: str) -> str:
     return f"{anomaly.value}|{re.sub(r'[0-9]+', '#', detail)[:160]}"
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def host_record() -> dict[str, str]:
-    return {"hostname": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version()}
-
-
 @dataclass
 class Snapshot:
     """What the progress display shows."""
@@ -152,7 +139,7 @@ class Campaign:
         self._silent = 0
         self._cases_done = 0
         self._anomaly_counts: Counter[str] = Counter()
-        # (case id, class) already in the store: a case re-run after a resume must not be recorded twice.
+        # (case id, class) stored for cases a resume runs again: they must not be recorded twice.
         self._known: set[tuple[int, str]] = set()
         self._signatures: dict[str, int] = {}
         self._health = "unknown"
@@ -190,16 +177,15 @@ class Campaign:
             if not await self.investigator.wait_ready():
                 exit_info = self.process.stop()
                 tail = exit_info.stderr_tail.strip().splitlines()[-1:] if exit_info else []
-                raise OtfuzzError(f"--target-cmd did not answer the health probe within 15 s" + (f" ({tail[0]})" if tail else ""))
+                raise OtfuzzError("--target-cmd did not answer the health probe within 15 s" + (f" ({tail[0]})" if tail else ""))
         first = await self.probe.check()
         if first.reason == "refused":
             raise OtfuzzError(f"target {self.target.url} is unreachable: connection refused at {self.address}:{self.target.port}")
         baseline = await self.probe.learn_baseline()
         if baseline is None:
-            hint = getattr(self.protocol, "probe_hint", "") or "check the target URL's options"
             raise OtfuzzError(
                 f"baseline probe failed: {self.target.url} gave no valid answer to the health probe "
-                f"({self.protocol.probe().description}; last result: {first.reason}); {hint}"
+                f"({self.protocol.probe().description}; last result: {first.reason}); {self.protocol.probe_hint}"
             )
         if self.config.timeout is None:
             # Auto timeout: generous against the learned latency, bounded for throughput.
@@ -207,29 +193,18 @@ class Campaign:
         if resume:
             self._next_id, self.elapsed_before = self.store.progress()
             self._cases_done = sum(sum(r.values()) for r in self.store.counts().values())
-            for known in self.store.anomalies():
-                self._anomaly_counts[known["class"]] += 1
-                self._known.add((known["case_id"], known["class"]))
-                if "signature" in known:
-                    self._signatures.setdefault(known["signature"], known["id"])
+            self._anomaly_counts.update(self.store.anomaly_classes())
+            for anomaly_id, case_id, anomaly_class, signature in self.store.anomaly_keys():
+                if case_id >= self._next_id:  # recorded, but its case re-runs now (killed before the flush)
+                    self._known.add((case_id, anomaly_class))
+                if signature:
+                    self._signatures.setdefault(signature, anomaly_id)
             self._log("resume", f"resumed at case {self._next_id}")
         else:
             identity = await self._read_identity()
-            self.store.set_meta("campaign", {
-                "id": str(uuid.uuid4()),
-                "kind": "fuzz",
-                "seed": self.config.seed,
-                "config": self.config.as_dict(),
-                "config_sha256": self.config.sha256(),
-                "started_at": now_iso(),
-                "host": host_record(),
-                "operator": self.config.operator,
-                "organisation": self.config.organisation,
-                "independence": self.config.independence,
-            })
-            self.store.set_meta("tool", {"name": "otfuzz", "version": __version__})
-            self.store.set_meta("target", {"url": self.target.url, "protocol": self.protocol.name, "address": self.address,
-                                           "port": self.target.port, "identity": identity, "command": self.config.target_cmd})
+            self.store.record_start("fuzz", self.config, {
+                "url": self.target.url, "protocol": self.protocol.name, "address": self.address, "port": self.target.port,
+                "identity": identity, "command": self.config.target_cmd})
         self.store.set_meta("liveness", {
             "method": self.protocol.liveness_note,
             "probe_request_hex": self.protocol.probe().frame.hex(),
@@ -398,7 +373,6 @@ class Campaign:
                                  f"continue with: otfuzz run --resume {self.run_dir}")
             self._history.clear()
             return
-        self._known.add((case.case_id, anomaly.value))
         record: dict[str, Any] = {
             "case_id": case.case_id,
             "group": case.group,
@@ -461,17 +435,17 @@ class Campaign:
         a healthy target. Bounded by the confirmation time budget; what it cannot reach keeps
         an honest status.
         """
-        pending = [a for a in self.store.anomalies() if a.get("confirmation", {}).get("status") == "pending"]
+        pending = self.store.pending_anomaly_ids()  # ids only: records are read one at a time
         if not pending:
             return
         self._log("confirmation", f"confirming {len(pending)} anomalies")
         deadline = time.monotonic() + self.config.confirm_time
-        firsts = [a for a in pending if "duplicate_of" not in a]
-        others = [a for a in pending if "duplicate_of" in a]
-        for done, record in enumerate(firsts + others):
+        for done, anomaly_id in enumerate(pending):
             self._health = f"ok; confirming anomalies {done}/{len(pending)}"
             if self.stop_requested:
                 return
+            record = self.store.anomaly(anomaly_id)
+            assert record is not None
             if time.monotonic() > deadline:
                 record["confirmation"] = {"status": "not replayed: confirmation time budget exhausted",
                                           "budget_s": self.config.confirm_time}

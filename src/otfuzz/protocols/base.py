@@ -57,11 +57,13 @@ class Template:
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """A URL query option a protocol accepts (`dnp3://host:20000?outstation=1`)."""
+    """A URL query option a protocol accepts (`dnp3://host:20000?outstation=1`), with its range."""
 
     default: str
     doc: str
     kind: type = str
+    minimum: int | None = None
+    maximum: int | None = None
 
 
 class Session(ABC):
@@ -124,6 +126,8 @@ class Protocol(ABC):
     # fuzzing connection, never beside it, or it would displace the association it judges.
     single_association: ClassVar[bool] = False
     liveness_note: ClassVar[str] = "a valid request on its own connection answered correctly within the deadline"
+    # What to check when the baseline probe gets no valid answer (named in the error message).
+    probe_hint: ClassVar[str] = "check the target URL's options"
 
     def __init__(self, options: Mapping[str, str] | None = None) -> None:
         self.options: dict[str, Any] = {}
@@ -135,9 +139,14 @@ class Protocol(ABC):
         for key, spec in self.options_spec.items():
             raw = given.get(key, spec.default)
             try:
-                self.options[key] = spec.kind(raw)
+                value = self.options[key] = spec.kind(raw)
             except ValueError:
                 raise OtfuzzError(f"{self.name}: option {key}={raw!r} is not a valid {spec.kind.__name__}") from None
+            low = spec.minimum if spec.minimum is not None else value
+            high = spec.maximum if spec.maximum is not None else value
+            if not low <= value <= high:
+                bounds = f"{low}..{high}" if spec.maximum is not None else f"at least {low}"
+                raise OtfuzzError(f"{self.name}: option {key}={value} is outside {bounds}")
 
     # -- what to send -------------------------------------------------------------------------
 

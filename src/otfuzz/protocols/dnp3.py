@@ -784,11 +784,12 @@ class DNP3(Protocol):
     schemes = ("dnp3",)
     default_port = 20000
     options_spec = {
-        "outstation": OptionSpec("1", "link address of the outstation under test (0..65519)", int),
-        "master": OptionSpec("2", "link address otfuzz uses as master (0..65519)", int),
-        "max_fragment": OptionSpec("2048", "largest request fragment the outstation accepts, octets (>= 249)", int),
+        "outstation": OptionSpec("1", "link address of the outstation under test (0..65519)", int, 0, RESERVED_ADDRESSES.start - 1),
+        "master": OptionSpec("2", "link address otfuzz uses as master (0..65519)", int, 0, RESERVED_ADDRESSES.start - 1),
+        "max_fragment": OptionSpec("2048", "largest request fragment the outstation accepts, octets (>= 249)", int, MIN_MAX_FRAGMENT),
     }
     single_association = True
+    probe_hint = "check ?outstation= (the outstation's link address) and ?master= (a master address it accepts)"
     liveness_note = (
         "class 0 read (g60v1) answered with a response free of IIN2 error bits within the deadline, sent on the fuzzing "
         "association or after it was closed, never beside it: a DNP3 outstation serves one master at a time and a "
@@ -797,13 +798,8 @@ class DNP3(Protocol):
 
     def __init__(self, options: Mapping[str, str] | None = None) -> None:
         super().__init__(options)
-        for key in ("outstation", "master"):
-            if not 0 <= self.options[key] < RESERVED_ADDRESSES.start:
-                raise OtfuzzError(f"dnp3: option {key}={self.options[key]} is outside 0..{RESERVED_ADDRESSES.start - 1}")
         if self.options["outstation"] == self.options["master"]:
             raise OtfuzzError("dnp3: options outstation and master must differ")
-        if self.options["max_fragment"] < MIN_MAX_FRAGMENT:
-            raise OtfuzzError(f"dnp3: option max_fragment={self.options['max_fragment']} is below {MIN_MAX_FRAGMENT}")
         self.outstation, self.master = self.options["outstation"], self.options["master"]
         templates = []
         for kind in _kinds():

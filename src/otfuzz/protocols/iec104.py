@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from otfuzz.errors import DecodeError, OtfuzzError
+from otfuzz.errors import DecodeError
 from otfuzz.protocols.base import OptionSpec, Probe, Protocol, ReplyKind, ReplyVerdict, Session, Template
 from otfuzz.protocols.model import REST, Field, Length, MessageType, UInt
 
@@ -575,19 +575,16 @@ class IEC104(Protocol):
     schemes = ("iec104",)
     default_port = 2404
     options_spec = {
-        "ca": OptionSpec("1", "common address of ASDU of the station under test (1..65534)", int),
-        "ioa": OptionSpec("1", "information object address commands and reads address (0..16777215)", int),
-        "k": OptionSpec("12", "max unacknowledged I-frames sent (1..32767)", int),
-        "w": OptionSpec("8", "acknowledge received I-frames at the latest after w of them (1..32767)", int),
+        "ca": OptionSpec("1", "common address of ASDU of the station under test (1..65534)", int, 1, 0xFFFE),
+        "ioa": OptionSpec("1", "information object address commands and reads address (0..16777215)", int, 0, 0xFFFFFF),
+        "k": OptionSpec("12", "max unacknowledged I-frames sent (1..32767)", int, 1, SEQ_MODULO - 1),
+        "w": OptionSpec("8", "acknowledge received I-frames at the latest after w of them (1..32767)", int, 1, SEQ_MODULO - 1),
     }
+    probe_hint = "check ?ca= (the station's common address of ASDU) and that the station accepts STARTDT from this client"
     liveness_note = "general interrogation (C_IC_NA_1) after STARTDT on its own connection confirmed positively within the deadline"
 
     def __init__(self, options: Mapping[str, str] | None = None) -> None:
         super().__init__(options)
-        checks = (("ca", 1, 0xFFFE), ("ioa", 0, 0xFFFFFF), ("k", 1, SEQ_MODULO - 1), ("w", 1, SEQ_MODULO - 1))
-        for key, low, high in checks:
-            if not low <= self.options[key] <= high:
-                raise OtfuzzError(f"iec104: option {key}={self.options[key]} is outside {low}..{high}")
         self._templates = tuple(
             Template(
                 kind.name,

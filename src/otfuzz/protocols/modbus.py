@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from otfuzz.errors import DecodeError, OtfuzzError
+from otfuzz.errors import DecodeError
 from otfuzz.protocols.base import OptionSpec, Probe, Protocol, ReplyKind, ReplyVerdict, Session, Template
 from otfuzz.protocols.model import REST, Bytes, Field, Length, MessageType, UInt
 
@@ -640,17 +640,14 @@ class ModbusTCP(Protocol):
     schemes = ("modbus",)
     default_port = 502
     options_spec = {
-        "unit": OptionSpec("1", "unit identifier put in every request (0..255)", int),
-        "probe_address": OptionSpec("0", "holding register the health probe reads (0..65535)", int),
+        "unit": OptionSpec("1", "unit identifier put in every request (0..255)", int, 0, 255),
+        "probe_address": OptionSpec("0", "holding register the health probe reads (0..65535)", int, 0, 0xFFFF),
     }
     liveness_note = "read of one holding register (fc 3) on its own connection answered normally within the deadline"
+    probe_hint = "check ?unit= (the unit identifier the device answers) and ?probe_address= (a holding register it has)"
 
     def __init__(self, options: Mapping[str, str] | None = None) -> None:
         super().__init__(options)
-        if not 0 <= self.options["unit"] <= 255:
-            raise OtfuzzError(f"modbus: option unit={self.options['unit']} is outside 0..255")
-        if not 0 <= self.options["probe_address"] <= 0xFFFF:
-            raise OtfuzzError(f"modbus: option probe_address={self.options['probe_address']} is outside 0..65535")
         self._templates = tuple(self._template(f) for f in _FUNCTIONS if f.template)
         self._probe = Probe(
             _PLAIN[3].message.encode(transaction_id=0x7072, unit_id=self.options["unit"], address=self.options["probe_address"], quantity=1),

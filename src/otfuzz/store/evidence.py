@@ -14,11 +14,16 @@ so totals stay exact) and never an anomaly.
 from __future__ import annotations
 
 import json
+import platform
+import socket
 import sqlite3
+import uuid
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from otfuzz import __version__
 from otfuzz.errors import OtfuzzError
 
 STORE_NAME = "evidence.sqlite"
@@ -36,6 +41,26 @@ CREATE TABLE IF NOT EXISTS anomalies (id INTEGER PRIMARY KEY AUTOINCREMENT, case
                                       grp TEXT NOT NULL, class TEXT NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS samples (series TEXT NOT NULL, t REAL NOT NULL, record TEXT NOT NULL);
 """
+
+
+def now_iso() -> str:
+    """UTC time with milliseconds: the timestamps of every record."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def host_record() -> dict[str, str]:
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version()}
+
+
+class _Config(Protocol):
+    seed: int
+    operator: str | None
+    organisation: str | None
+    independence: str | None
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+    def sha256(self) -> str: ...
 
 
 class EvidenceStore:
@@ -78,6 +103,17 @@ class EvidenceStore:
 
     def set_meta(self, key: str, value: Any) -> None:
         self._write("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+
+    def record_start(self, kind: str, config: _Config, target: dict[str, Any]) -> None:
+        """Who ran what against what, when and where: the head of every run's evidence."""
+        self.set_meta("campaign", {
+            "id": str(uuid.uuid4()), "kind": kind, "seed": getattr(config, "seed", 0), "config": config.as_dict(),
+            "config_sha256": config.sha256(), "started_at": now_iso(), "ended_at": None, "status": "running",
+            "host": host_record(), "operator": config.operator, "organisation": config.organisation,
+            "independence": config.independence,
+        })
+        self.set_meta("tool", {"name": "otfuzz", "version": __version__})
+        self.set_meta("target", target)
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -151,6 +187,21 @@ class EvidenceStore:
         for group, reply, n in self.db.execute("SELECT grp, reply, n FROM counts ORDER BY grp, reply"):
             out.setdefault(group, {})[reply] = n
         return out
+
+    def anomaly_classes(self) -> dict[str, int]:
+        """Anomalies per class, counted in SQL: cheap however many there are."""
+        return dict(self.db.execute("SELECT class, COUNT(*) FROM anomalies GROUP BY class ORDER BY class"))
+
+    def anomaly_keys(self) -> list[tuple[int, int, str, str | None]]:
+        """(id, case id, class, signature) of every anomaly, without loading the records."""
+        return [(i, c, k, s) for i, c, k, s in self.db.execute(
+            "SELECT id, case_id, class, json_extract(record, '$.signature') FROM anomalies ORDER BY id")]
+
+    def pending_anomaly_ids(self) -> list[int]:
+        """Anomalies still awaiting confirmation, the first of each signature before its duplicates."""
+        return [i for (i,) in self.db.execute(
+            "SELECT id FROM anomalies WHERE json_extract(record, '$.confirmation.status') = 'pending' "
+            "ORDER BY json_extract(record, '$.duplicate_of') IS NOT NULL, id")]
 
     def anomalies(self) -> list[dict[str, Any]]:
         out = []

@@ -9,13 +9,10 @@ the target stopped answering and did not come back, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 from otfuzz.engine.stopping import run_until_stopped
-from otfuzz.errors import OtfuzzError
 from otfuzz.stress.patterns import GROUPS, PROFILES, Ceilings
 from otfuzz.stress.verdicts import Thresholds
 
@@ -99,38 +96,19 @@ def config_from_args(args: argparse.Namespace) -> Any:
     )
 
 
-class _Progress:
-    """One rewritten line on a terminal, a line every 10 s otherwise."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self._last_plain = -10.0
-
-    def __call__(self, snap: Any) -> None:
-        if not self.enabled:
-            return
-        line = (f"{snap.pattern}: {snap.step} | offered {snap.offered_rps:7.0f}/s answered {snap.answered_rps:7.0f}/s | "
-                f"open {snap.open_connections} | essential misses {snap.misses}/{snap.cycles} (2 s) | {snap.elapsed:5.0f} s")
-        if self.tty:
-            sys.stderr.write("\r\x1b[K" + line)
-            sys.stderr.flush()
-        elif snap.elapsed - self._last_plain >= 10:
-            self._last_plain = snap.elapsed
-            print(line, file=sys.stderr, flush=True)
-
-    def finish(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
+def _stress_line(snap: Any) -> str:
+    return (f"{snap.pattern}: {snap.step} | offered {snap.offered_rps:7.0f}/s answered {snap.answered_rps:7.0f}/s | "
+            f"open {snap.open_connections} | essential misses {snap.misses}/{snap.cycles} (2 s) | {snap.elapsed:5.0f} s")
 
 
 def run_stress(config: Any, run_dir: Path, show_progress: bool = True) -> tuple[str, str, list[str]]:
     """Run a stress test with Ctrl-C handling; returns (status, stop reason, groups whose verdict failed)."""
+    from otfuzz.cli import Progress
     from otfuzz.store.evidence import EvidenceStore
     from otfuzz.stress.runner import StressRun
 
     store = EvidenceStore.create(run_dir)
-    progress = _Progress(show_progress)
+    progress = Progress(show_progress, _stress_line)
     try:
         run = StressRun(config, run_dir, store, progress)
         status = run_until_stopped(run, run.run)
@@ -150,7 +128,7 @@ def _summary(run_dir: Path, status: str) -> str:
 
 
 def cmd_stress(args: argparse.Namespace) -> int:
-    from otfuzz.cli import EXIT_INTERRUPTED, EXIT_TARGET_DOWN, _default_out, _prepare_run_dir
+    from otfuzz.cli import _default_out, exit_status, run_in_new_folder
     from otfuzz.protocols import protocol_class
     from otfuzz.stress.runner import StressConfig  # noqa: F401
     from otfuzz.transport.target import Scope, parse_target
@@ -160,21 +138,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
     protocol_class(target.scheme)(target.options)
     Scope(config.scope).check(target)
     run_dir = args.out or _default_out(f"stress-{target.scheme}")
-    created = _prepare_run_dir(run_dir)
-    try:
-        status, reason, failed = run_stress(config, run_dir, show_progress=not args.quiet)
-    except OtfuzzError:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        else:
-            for child in run_dir.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-        raise
+    status, reason, failed = run_in_new_folder(run_dir, lambda: run_stress(config, run_dir, show_progress=not args.quiet))
     print(_summary(run_dir, status))
-    if status == "failed":
-        print(f"otfuzz: error: {reason}", file=sys.stderr)
-        return EXIT_TARGET_DOWN
-    if status == "interrupted":
-        print(f"interrupted ({reason}); the results so far are in {run_dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return EXIT_VERDICT_FAILED if failed else 0
+    code = exit_status(status, reason, f"interrupted ({reason}); the results so far are in {run_dir}")
+    return code or (EXIT_VERDICT_FAILED if failed else 0)

@@ -15,20 +15,18 @@ import bisect
 import json
 import resource
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from otfuzz import __version__
 from otfuzz.engine.config import RecordedConfig
 from otfuzz.errors import OtfuzzError
 from otfuzz.monitor.probe import HealthProbe
 from otfuzz.monitor.process import TargetProcess
 from otfuzz.protocols import protocol_class
 from otfuzz.protocols.base import Protocol
-from otfuzz.store.evidence import EvidenceStore
+from otfuzz.store.evidence import EvidenceStore, now_iso
 from otfuzz.stress.load import LoadGenerator, LoadStats
 from otfuzz.stress.monitor import Cycle, EssentialMonitor, ResourceMonitor, cycle_stats, essential_function
 from otfuzz.stress.patterns import (
@@ -120,12 +118,6 @@ class StressConfig(RecordedConfig):
             raise OtfuzzError("--step-duration must be positive")
         profile = self._profile().with_overrides(self.levels(), self.step_duration)
         return profile.plan(self.groups, protocol_flood_available)
-
-
-def now_iso() -> str:
-    from otfuzz.engine.campaign import now_iso as iso
-
-    return iso()
 
 
 @dataclass
@@ -321,23 +313,9 @@ class StressRun:
             self.resources = ResourceMonitor(pid)
             self.resources.sample()  # primes the CPU counters
         identity = await self._read_identity()
-        self.store.set_meta("campaign", {
-            "id": str(uuid.uuid4()),
-            "kind": "stress",
-            "seed": self.config.seed,
-            "config": self.config.as_dict(),
-            "config_sha256": self.config.sha256(),
-            "started_at": now_iso(),
-            "ended_at": None,
-            "status": "running",
-            "host": _host_record(),
-            "operator": self.config.operator,
-            "organisation": self.config.organisation,
-            "independence": self.config.independence,
-        })
-        self.store.set_meta("tool", {"name": "otfuzz", "version": __version__})
-        self.store.set_meta("target", {"url": self.target.url, "protocol": self.protocol.name, "address": self.address,
-                                       "port": self.target.port, "identity": identity, "command": self.config.target_cmd})
+        self.store.record_start("stress", self.config, {
+            "url": self.target.url, "protocol": self.protocol.name, "address": self.address, "port": self.target.port,
+            "identity": identity, "command": self.config.target_cmd})
         self.monitor = EssentialMonitor(self.target.scheme, self.target.options, self.address, self.target.port,
                                         self.function, self.config.ceilings.duration + 60, self._on_cycle)
         self.monitor.start()
@@ -798,9 +776,3 @@ class StressRun:
     def failed_verdicts(self) -> list[str]:
         section = self.section()
         return [group for group, v in section["verdicts"].items() if v["verdict"] == FAIL]
-
-
-def _host_record() -> dict[str, str]:
-    from otfuzz.engine.campaign import host_record
-
-    return host_record()
