@@ -168,3 +168,28 @@ def test_ctrl_c_stops_cleanly_and_resume_continues_with_the_same_case_ids(pymodb
     doc = load_results(run)
     assert doc["totals"]["cases"] > next_case
     assert any(e["kind"] == "resume" and f"case {next_case}" in e["detail"] for e in doc["events"])
+
+
+def test_rate_cap_holds_across_all_connections(pymodbus_server, tmp_path: Path) -> None:
+    host, port = pymodbus_server
+    run = tmp_path / "run"
+    assert main(["run", f"modbus://{host}:{port}", "--cases", "60", "--rate", "40", "--concurrency", "3", "--seed", "2",
+                 "--out", str(run), "--quiet", "--no-confirm", "--groups", "boundary"]) == 0
+    doc = load_results(run)
+    assert doc["totals"]["cases"] == 60
+    # 60 cases spaced at least 1/40 s apart cannot take less than 59/40 s, whatever the concurrency.
+    assert doc["campaign"]["fuzzing_s"] >= 59 / 40
+
+
+def test_concurrent_connections_count_every_case_exactly_once(pymodbus_server, tmp_path: Path) -> None:
+    host, port = pymodbus_server
+    run = tmp_path / "run"
+    assert main(["run", f"modbus://{host}:{port}", "--cases", "800", "--concurrency", "4", "--seed", "6",
+                 "--out", str(run), "--quiet", "--no-confirm"]) == 0
+    doc = load_results(run)
+    assert doc["totals"]["cases"] == 800
+    store = EvidenceStore.open(run)
+    try:
+        assert store.progress()[0] == 800  # the resume point passed every case
+    finally:
+        store.close()
