@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from otfuzz.engine.cases import TestCase
-from otfuzz.engine.executor import CaseOutcome, CaseRunner
+from otfuzz.engine.executor import CaseOutcome, CaseRunner, read_identity
 from otfuzz.engine.generator import CaseGenerator
 from otfuzz.engine.investigate import Investigator, TargetDown
 from otfuzz.engine.strategies import GROUPS
@@ -201,7 +201,7 @@ class Campaign:
                     self._signatures.setdefault(signature, anomaly_id)
             self._log("resume", f"resumed at case {self._next_id}")
         else:
-            identity = await self._read_identity()
+            identity = await read_identity(self.protocol, self.address, self.target.port, self.config.probe_deadline)
             self.store.record_start("fuzz", self.config, {
                 "url": self.target.url, "protocol": self.protocol.name, "address": self.address, "port": self.target.port,
                 "identity": identity, "command": self.config.target_cmd})
@@ -216,18 +216,6 @@ class Campaign:
         self.t0 = time.monotonic()
         self._last_probe = time.monotonic()
         self._health = "ok"
-
-    async def _read_identity(self) -> dict[str, str]:
-        identity: dict[str, str] = {}
-        for request in self.protocol.identify():
-            runner = self._new_runner()
-            try:
-                outcome = await runner.run_frames((request,))
-            finally:
-                runner.drop()
-            if outcome.reply is not None:
-                identity.update(self.protocol.parse_identity(outcome.reply))
-        return identity
 
     def _set_status(self, status: str, reason: str = "") -> None:
         meta = self.store.get_meta("campaign") or {}

@@ -43,6 +43,20 @@ class CaseOutcome:
         }
 
 
+async def read_identity(protocol: Protocol, host: str, port: int, timeout: float) -> dict[str, str]:
+    """Ask the device who it is (vendor, product, revision) where the protocol allows it."""
+    identity: dict[str, str] = {}
+    for request in protocol.identify():
+        runner = CaseRunner(protocol, host, port, timeout, timeout)
+        try:
+            outcome = await runner.run_frames((request,))
+        finally:
+            runner.drop()
+        if outcome.reply is not None:
+            identity.update(protocol.parse_identity(outcome.reply))
+    return identity
+
+
 class CaseRunner:
     def __init__(self, protocol: Protocol, host: str, port: int, timeout: float, connect_timeout: float = 2.0,
                  history_limit: int = 256) -> None:

@@ -10,7 +10,7 @@ bytes mean.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
@@ -64,6 +64,18 @@ class OptionSpec:
     kind: type = str
     minimum: int | None = None
     maximum: int | None = None
+
+
+def distinct_faults(valid: bytes, faults: Iterable[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
+    """Faults in order, each frame once, and never the valid frame itself (a fault that changed
+    nothing would be counted as a structural case while testing nothing)."""
+    seen = {valid}
+    out: list[tuple[str, bytes]] = []
+    for description, fault in faults:
+        if fault not in seen:
+            seen.add(fault)
+            out.append((description, fault))
+    return tuple(out)
 
 
 class Session(ABC):

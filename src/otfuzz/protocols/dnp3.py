@@ -38,7 +38,7 @@ from types import MappingProxyType
 from typing import Any
 
 from otfuzz.errors import OtfuzzError
-from otfuzz.protocols.base import OptionSpec, Probe, Protocol, ReplyKind, ReplyVerdict, Session, Template
+from otfuzz.protocols.base import OptionSpec, Probe, Protocol, ReplyKind, ReplyVerdict, Session, Template, distinct_faults
 from otfuzz.protocols.model import Bytes, Checksum, Field, Length, MessageType, UInt
 
 # -- CRC ------------------------------------------------------------------------------------
@@ -878,13 +878,7 @@ class DNP3(Protocol):
             fragment = split_link_frames(frame)[0][0].user_data[1:]
             faults += self._transport_faults(fragment, wrap)
             faults += self._application_faults(template, values, fragment, wrap)
-        seen = {frame}
-        out: list[tuple[str, bytes]] = []
-        for description, fault in faults:
-            if fault not in seen:
-                seen.add(fault)
-                out.append((description, fault))
-        return tuple(out)
+        return distinct_faults(frame, faults)
 
     def _transport_faults(self, fragment: bytes, wrap: Callable[[bytes], bytes]) -> list[tuple[str, bytes]]:
         def seg(octet: int, data: bytes) -> bytes:

@@ -41,7 +41,7 @@ from types import MappingProxyType
 from typing import Any
 
 from otfuzz.errors import DecodeError
-from otfuzz.protocols.base import OptionSpec, Probe, Protocol, ReplyKind, ReplyVerdict, Session, Template
+from otfuzz.protocols.base import OptionSpec, Probe, Protocol, ReplyKind, ReplyVerdict, Session, Template, distinct_faults
 from otfuzz.protocols.model import REST, Field, Length, MessageType, UInt
 
 START = 0x68
@@ -680,13 +680,7 @@ class IEC104(Protocol):
                 ("U-frame with length 5", U_FRAME.encode(u_control=TESTFR_ACT, length=5) + b"\x00"),
                 ("STARTDT act twice", u_frame(STARTDT_ACT) + u_frame(STARTDT_ACT)),
             ]
-        seen = {frame}
-        out: list[tuple[str, bytes]] = []
-        for description, fault in faults:
-            if fault not in seen:
-                seen.add(fault)
-                out.append((description, fault))
-        return tuple(out)
+        return distinct_faults(frame, faults)
 
     # -- what came back ---------------------------------------------------------------------
 

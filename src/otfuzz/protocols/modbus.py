@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from otfuzz.errors import DecodeError
-from otfuzz.protocols.base import OptionSpec, Probe, Protocol, ReplyKind, ReplyVerdict, Session, Template
+from otfuzz.protocols.base import OptionSpec, Probe, Protocol, ReplyKind, ReplyVerdict, Session, Template, distinct_faults
 from otfuzz.protocols.model import REST, Bytes, Field, Length, MessageType, UInt
 
 MAX_ADU = 260  # 7-byte MBAP header + 253-byte PDU
@@ -728,13 +728,7 @@ class ModbusTCP(Protocol):
                 (f"{count} zero, data unchanged", template.encode(**{count: 0})),
                 (f"{quantity} {bigger}: more than the data carries", template.encode(**{quantity: bigger})),
             ]
-        seen: set[bytes] = {frame}
-        out: list[tuple[str, bytes]] = []
-        for description, fault in faults:
-            if fault not in seen:
-                seen.add(fault)
-                out.append((description, fault))
-        return tuple(out)
+        return distinct_faults(frame, faults)
 
     # -- what came back ---------------------------------------------------------------------
 

@@ -312,7 +312,9 @@ class StressRun:
         if pid is not None:
             self.resources = ResourceMonitor(pid)
             self.resources.sample()  # primes the CPU counters
-        identity = await self._read_identity()
+        from otfuzz.engine.executor import read_identity
+
+        identity = await read_identity(self.protocol, self.address, self.target.port, self.config.connect_timeout)
         self.store.record_start("stress", self.config, {
             "url": self.target.url, "protocol": self.protocol.name, "address": self.address, "port": self.target.port,
             "identity": identity, "command": self.config.target_cmd})
@@ -330,20 +332,6 @@ class StressRun:
                 return True
             await asyncio.sleep(0.2)
         return False
-
-    async def _read_identity(self) -> dict[str, str]:
-        from otfuzz.engine.executor import CaseRunner
-
-        identity: dict[str, str] = {}
-        for request in self.protocol.identify():
-            runner = CaseRunner(self.protocol, self.address, self.target.port, 1.0, self.config.connect_timeout)
-            try:
-                outcome = await runner.run_frames((request,))
-            finally:
-                runner.drop()
-            if outcome.reply is not None:
-                identity.update(self.protocol.parse_identity(outcome.reply))
-        return identity
 
     async def _baseline(self) -> None:
         """Cycles without load: the reference recovery is measured against."""
