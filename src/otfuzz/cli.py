@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rate", type=float, help="cap in cases per second across all connections")
     run.add_argument("--concurrency", type=int, default=1, help="parallel connections (default 1)")
     run.add_argument("--timeout", type=float, help="seconds to wait for a reply (default: 20x the probe p95, 0.005-2 s)")
+    run.add_argument("--silence-timeout", type=float,
+                     help="seconds to wait for an answer to a request the specification says to reject "
+                          "(default: 5x the probe p95, at least 0.002 s, at most --timeout)")
     run.add_argument("--read-only", action="store_true", help="never send a write or restart request (for live plants)")
     run.add_argument("--scope", action="append", default=[], help="addresses or networks you may test besides loopback")
     run.add_argument("--target-cmd", help="command that starts the target; otfuzz restarts it after crashes")
@@ -217,6 +220,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     return CampaignConfig(
         target=args.target, seed=args.seed, duration=args.duration, max_cases=args.max_cases,
         groups=args.groups or list(GROUPS), rate=args.rate, concurrency=args.concurrency, timeout=args.timeout,
+        silence_timeout=args.silence_timeout,
         read_only=args.read_only, scope=args.scope, target_cmd=args.target_cmd, probe_interval=args.probe_interval,
         probe_deadline=args.probe_deadline, recovery_timeout=args.recovery_timeout, minimise_budget=args.minimise_budget,
         confirm=args.confirm, confirm_time=args.confirm_time, operator=args.operator, organisation=args.organisation, independence=args.independence,

@@ -36,6 +36,9 @@ from otfuzz.transport.target import Scope, Target, parse_target
 HISTORY_LIMIT = 256
 AUTO_TIMEOUT_FLOOR = 0.005
 """Shortest automatic reply timeout (s): 20x the probe's p95 latency, never below this."""
+AUTO_SILENCE_FLOOR = 0.002
+"""Shortest automatic wait (s) for an answer to a request the specification says to reject:
+5x the probe's p95 latency, never below this, never above the reply timeout."""
 
 
 @dataclass
@@ -50,6 +53,7 @@ class CampaignConfig(RecordedConfig):
     rate: float | None = None
     concurrency: int = 1
     timeout: float | None = None
+    silence_timeout: float | None = None
     read_only: bool = False
     scope: list[str] = field(default_factory=list)
     target_cmd: str | None = None
@@ -68,7 +72,7 @@ class CampaignConfig(RecordedConfig):
     def validate(self) -> None:
         if self.duration is None and self.max_cases is None:
             raise OtfuzzError("give --duration or --cases: a campaign must be bounded")
-        for name in ("duration", "rate", "timeout", "probe_interval", "probe_deadline", "recovery_timeout", "confirm_time"):
+        for name in ("duration", "rate", "timeout", "silence_timeout", "probe_interval", "probe_deadline", "recovery_timeout", "confirm_time"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise OtfuzzError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -128,6 +132,7 @@ class Campaign:
         self.t0 = time.monotonic()
         self.elapsed_before = 0.0
         self.timeout = config.timeout or 0.5
+        self.silence_timeout = self.timeout
         self._next_id = 0
         self._inflight: set[int] = set()
         self._results: dict[int, tuple[str, str]] = {}
@@ -153,7 +158,8 @@ class Campaign:
         return self.elapsed_before + (time.monotonic() - self.t0)
 
     def _new_runner(self) -> CaseRunner:
-        return CaseRunner(self.protocol, self.address, self.target.port, self.timeout, self.config.probe_deadline)
+        return CaseRunner(self.protocol, self.address, self.target.port, self.timeout, self.config.probe_deadline,
+                          silence_timeout=self.silence_timeout)
 
     def _log(self, kind: str, detail: str) -> None:
         self.store.event(round(self.elapsed(), 3), kind, detail)
@@ -190,6 +196,7 @@ class Campaign:
         if self.config.timeout is None:
             # Auto timeout: generous against the learned latency, bounded for throughput.
             self.timeout = min(2.0, max(AUTO_TIMEOUT_FLOOR, baseline.p95 * 20))
+        self.silence_timeout = min(self.timeout, self.config.silence_timeout or max(AUTO_SILENCE_FLOOR, baseline.p95 * 5))
         if resume:
             self._next_id, self.elapsed_before = self.store.progress()
             self._cases_done = sum(sum(r.values()) for r in self.store.counts().values())
@@ -211,6 +218,7 @@ class Campaign:
             "baseline_ms": baseline.as_record(),
             "degradation_factor": self.config.degradation_factor,
             "case_timeout_ms": round(self.timeout * 1000, 3),
+            "silence_timeout_ms": round(self.silence_timeout * 1000, 3),
         })
         self._set_status("running")
         self.t0 = time.monotonic()

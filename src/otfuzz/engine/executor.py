@@ -59,11 +59,15 @@ async def read_identity(protocol: Protocol, host: str, port: int, timeout: float
 
 class CaseRunner:
     def __init__(self, protocol: Protocol, host: str, port: int, timeout: float, connect_timeout: float = 2.0,
-                 history_limit: int = 256) -> None:
+                 history_limit: int = 256, silence_timeout: float | None = None) -> None:
         self.protocol = protocol
         self.host = host
         self.port = port
         self.timeout = timeout
+        # A request the specification says must be rejected is usually dropped in silence by a
+        # conforming target: waiting the full timeout for it would make the target's silence,
+        # not its speed, set the pace. Valid requests always get the full timeout.
+        self.silence_timeout = timeout if silence_timeout is None else min(silence_timeout, timeout)
         self.connect_timeout = connect_timeout
         self.conn: Connection | None = None
         # Cases sent on the current connection, oldest first: the state a reply may depend on.
@@ -115,7 +119,10 @@ class CaseRunner:
                             meanwhile: Callable[[], object] | None) -> CaseOutcome:
         protocol = self.protocol
         for index, frame in enumerate(frames):
-            exchange = await conn.exchange(frame, self.timeout, protocol.expects_reply(frame), meanwhile)
+            wait = self.timeout
+            if self.silence_timeout < wait and protocol.check_request(frame):
+                wait = self.silence_timeout
+            exchange = await conn.exchange(frame, wait, protocol.expects_reply(frame), meanwhile)
             meanwhile = None
             if exchange.outcome == "reply":
                 assert exchange.reply is not None
