@@ -253,6 +253,8 @@ class Campaign:
                 if isinstance(result, TargetDown):
                     status, self.stop_reason = "failed", str(result)
                 elif isinstance(result, BaseException):
+                    status = "failed"
+                    self.stop_reason = str(result) if isinstance(result, OtfuzzError) else f"internal error: {result!r}"
                     raise result
             if self.stop_requested and status != "failed":
                 status = "interrupted"
@@ -333,9 +335,14 @@ class Campaign:
             due = time.monotonic() - self._last_probe >= self.config.probe_interval
             if suspicious or due:
                 async with self._lock:
+                    if self.stop_requested:
+                        return  # another worker found the target down while this one waited
                     self._running.clear()
                     try:
                         await self._check_health(case, outcome, candidate if suspicious else None, runner)
+                    except TargetDown:
+                        self.stop_requested = True  # the other workers stop; the status says failed, not interrupted
+                        raise
                     finally:
                         self._running.set()
             self._inflight.discard(case_id)
