@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     protocols = sub.add_parser("protocols", help="list protocols, their test groups and URL options")
     protocols.set_defaults(func=cmd_protocols)
 
+    schema = sub.add_parser("schema", help="print a published JSON Schema (results, compliance, system)")
+    schema.add_argument("name", choices=sorted(SCHEMAS))
+    schema.set_defaults(func=cmd_schema)
+
     demo = sub.add_parser("demo", help="start a real Modbus/TCP server (pymodbus) on loopback and run a short campaign")
     demo.add_argument("--out", type=Path, help="run folder (default runs/demo-<time>)")
     demo.add_argument("--duration", type=parse_duration, default=20.0, help="campaign length (default 20s)")
@@ -361,6 +365,21 @@ def cmd_protocols(args: argparse.Namespace) -> int:
         for key, spec in cls.options_spec.items():
             print(f"  ?{key}={spec.default}  {spec.doc}")
         print(f"  liveness: {cls.liveness_note}")
+    return 0
+
+
+SCHEMAS = {
+    "results": ("otfuzz.report", "schema/results.schema.json"),
+    "compliance": ("otfuzz.report", "schema/compliance.schema.json"),
+    "system": ("otfuzz.compliance", "schema/system.schema.json"),
+}
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    package, path = SCHEMAS[args.name]
+    print(resources.files(package).joinpath(path).read_text(), end="")
     return 0
 
 

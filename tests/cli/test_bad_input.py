@@ -87,3 +87,14 @@ def test_report_of_missing_run_folder(capsys, tmp_path: Path) -> None:
 
 def test_replay_of_missing_run_folder(capsys, tmp_path: Path) -> None:
     assert "not an otfuzz run folder" in _error(capsys, ["replay", str(tmp_path), "--case", "1"])
+
+
+def test_published_schemas_are_printed_and_are_json_schemas(capsys) -> None:
+    import json
+
+    import jsonschema
+
+    for name in ("results", "compliance", "system"):
+        assert main(["schema", name]) == 0
+        schema = json.loads(capsys.readouterr().out)
+        jsonschema.Draft202012Validator.check_schema(schema)
