@@ -9,9 +9,11 @@ as a wrong length field are expressed. Pure code: no sockets, no clocks, no rand
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, NamedTuple
 
 from otfuzz.errors import DecodeError
 
@@ -170,6 +172,16 @@ class FieldSpan:
     size: int
 
 
+class Head(NamedTuple):
+    """The leading run of fixed-width big-endian integers of a layout, unpacked in one call."""
+
+    struct: struct.Struct
+    names: tuple[str, ...]
+
+
+_STRUCT_CODES = {8: "B", 16: "H", 32: "I"}
+
+
 @dataclass(frozen=True)
 class MessageType:
     """A named, declared message layout.
@@ -252,9 +264,37 @@ class MessageType:
             raise DecodeError(f"{self.name}: {len(data) - end} unexpected trailing bytes")
         return values
 
+    @cached_property
+    def head(self) -> Head:
+        """Compiled once: decoding is on every case's path, so the common header costs one unpack."""
+        names: list[str] = []
+        codes = ""
+        for f in self.fields:
+            if not isinstance(f, UInt) or f.bits not in _STRUCT_CODES or f.endian != "big":
+                break
+            names.append(f.name)
+            codes += _STRUCT_CODES[f.bits]
+        return Head(struct.Struct(">" + codes), tuple(names))
+
+    @cached_property
+    def limited_fields(self) -> tuple[Field, ...]:
+        """Fields whose value can break a limit (computed fields are checked against content instead)."""
+        return tuple(
+            f for f in self.fields
+            if not isinstance(f, (Length, Checksum))
+            and ((isinstance(f, UInt) and (f.minimum is not None or f.maximum is not None or f.enum is not None))
+                 or (isinstance(f, Bytes) and (f.size is not None or f.max_size is not None)))
+        )
+
     def decode_prefix(self, data: bytes, offset: int = 0) -> tuple[dict[str, Any], int]:
         values: dict[str, Any] = {}
-        for f in self.fields:
+        fields = self.fields
+        head = self.head
+        if head.names and len(data) - offset >= head.struct.size:
+            values.update(zip(head.names, head.struct.unpack_from(data, offset)))
+            offset += head.struct.size
+            fields = fields[len(head.names):]
+        for f in fields:
             if isinstance(f, Bytes):
                 values[f.name], offset = f.decode(data, offset, values)
             else:
@@ -280,8 +320,8 @@ class MessageType:
 
     def violations(self, values: Mapping[str, Any]) -> list[str]:
         problems: list[str] = []
-        for f in self.fields:
-            if f.name in values and not isinstance(f, (Length, Checksum)):
+        for f in self.limited_fields:
+            if f.name in values:
                 problem = f.violation(values[f.name])
                 if problem:
                     problems.append(problem)
