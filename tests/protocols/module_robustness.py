@@ -3,7 +3,21 @@ otfuzz itself. Shared by the per-protocol property tests."""
 
 from __future__ import annotations
 
+from hypothesis import strategies as st
+
 from otfuzz.protocols.base import Protocol
+
+
+def near(pool: list[bytes]) -> st.SearchStrategy[bytes]:
+    """Valid frames and faults with a few octets changed: inputs that get past the framing."""
+    def mutate(frame: bytes, edits: list[tuple[int, int]]) -> bytes:
+        out = bytearray(frame)
+        for at, value in edits:
+            out[at % len(out)] = value
+        return bytes(out)
+
+    edits = st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 255)), max_size=3)
+    return st.one_of(st.binary(max_size=300), st.builds(mutate, st.sampled_from(pool), edits))
 
 
 def exercise(protocol: Protocol, request: bytes, reply: bytes) -> None:

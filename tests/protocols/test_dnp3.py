@@ -8,7 +8,6 @@ import random
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from dnp3.application.builder import build_response, build_unsolicited_response
 from dnp3.application.parser import parse_request
 from dnp3.core.crc import compute_crc
@@ -16,7 +15,7 @@ from dnp3.core.flags import IIN
 from dnp3.datalink.builder import build_link_status, build_request_link_status, build_unconfirmed_user_data
 from dnp3.datalink.parser import FrameParser
 
-from module_robustness import exercise
+from module_robustness import exercise, near
 from otfuzz.errors import OtfuzzError
 from otfuzz.protocols import protocol_class
 from otfuzz.protocols.base import ReplyKind, Template
@@ -471,25 +470,13 @@ def test_link_layer_faults_are_dropped_silently_and_the_outstation_survives_ever
     assert PROTOCOL.probe_ok(client.exchange(PROTOCOL.probe().frame, 2.0))
 
 
-def _near(pool: list[bytes]) -> st.SearchStrategy[bytes]:
-    """Valid frames and faults with a few octets changed: inputs that get past the framing."""
-    def mutate(frame: bytes, edits: list[tuple[int, int]]) -> bytes:
-        out = bytearray(frame)
-        for at, value in edits:
-            out[at % len(out)] = value
-        return bytes(out)
-
-    edits = st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 255)), max_size=3)
-    return st.one_of(st.binary(max_size=300), st.builds(mutate, st.sampled_from(pool), edits))
-
-
 _POOL = [t.encode() for t in PROTOCOL.templates()] + [f for t in PROTOCOL.templates() for f in faults_of(t).values()]
 _POOL += [outstation_frames(response(0, body=bytes(300)), size=100), outstation_frames(response(0, fin=False, con=True)),
           outstation_frames(build_unsolicited_response((), seq=3, con=True).to_bytes())]
 
 
 @settings(max_examples=400, deadline=None)
-@given(_near(_POOL), _near(_POOL))
+@given(near(_POOL), near(_POOL))
 def test_no_input_makes_the_module_raise(request: bytes, reply: bytes) -> None:
     """Fuzzed requests and hostile replies are data, never a crash of otfuzz itself."""
     exercise(PROTOCOL, request, reply)

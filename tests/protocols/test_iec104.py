@@ -7,11 +7,10 @@ from __future__ import annotations
 import c104
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from targets.iec104_server import DEFAULT_CA as IEC104_CA
 from targets.servers import free_port, script, start_server, stop_server
 
-from module_robustness import exercise
+from module_robustness import exercise, near
 from otfuzz.errors import OtfuzzError
 from otfuzz.protocols import protocol_class
 from otfuzz.protocols.base import ReplyKind, Template
@@ -391,24 +390,12 @@ def test_a_clock_synchronisation_one_octet_short_crashes_c104_2_2_1(connect) -> 
         stop_server(proc)
 
 
-def _near(pool: list[bytes]) -> st.SearchStrategy[bytes]:
-    """Valid frames and faults with a few octets changed: inputs that get past the framing."""
-    def mutate(frame: bytes, edits: list[tuple[int, int]]) -> bytes:
-        out = bytearray(frame)
-        for at, value in edits:
-            out[at % len(out)] = value
-        return bytes(out)
-
-    edits = st.lists(st.tuples(st.integers(0, 1000), st.integers(0, 255)), max_size=3)
-    return st.one_of(st.binary(max_size=300), st.builds(mutate, st.sampled_from(pool), edits))
-
-
 _POOL = [t.encode() for t in PROTOCOL.templates()] + [f for t in PROTOCOL.templates() for f in faults_of(t).values()]
 _POOL += [i_frame(0, 1, GI_CON), i_frame(1, 1, SPONTANEOUS), u(0x43), u(0x0B), i_frame(0, 1, asdu(45, 47, ioa=11, negative=True))]
 
 
 @settings(max_examples=400, deadline=None)
-@given(_near(_POOL), _near(_POOL))
+@given(near(_POOL), near(_POOL))
 def test_no_input_makes_the_module_raise(request: bytes, reply: bytes) -> None:
     """Fuzzed requests and hostile replies are data, never a crash of otfuzz itself."""
     exercise(PROTOCOL, request, reply)

@@ -11,8 +11,7 @@ import pytest
 from targets.servers import server_stderr
 
 from hypothesis import given, settings
-from hypothesis import strategies as st
-from module_robustness import exercise
+from module_robustness import exercise, near
 from otfuzz.errors import OtfuzzError
 from otfuzz.protocols import protocol_class
 from otfuzz.protocols.base import ReplyKind, Template
@@ -618,8 +617,7 @@ _POOL = [t.encode() for t in MODBUS.templates()] + [f for t in MODBUS.templates(
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.sampled_from(_POOL).flatmap(lambda f: st.binary(max_size=8).map(lambda tail: f[: len(f) - len(tail) // 2] + tail)),
-       st.sampled_from(_POOL + [REPLY3]).flatmap(lambda f: st.binary(max_size=8).map(lambda tail: f[: len(f) - len(tail) // 2] + tail)))
+@given(near(_POOL), near(_POOL + [REPLY3]))
 def test_no_input_makes_the_module_raise(request: bytes, reply: bytes) -> None:
     """Fuzzed requests and hostile replies are data, never a crash of otfuzz itself."""
     exercise(MODBUS, request, reply)
