@@ -279,7 +279,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         config = _config_from_args(args)
         config.validate()
-        from otfuzz.engine.campaign import Campaign  # noqa: F401  (validate URL, protocol and scope first)
         from otfuzz.protocols import protocol_class
         from otfuzz.transport.target import Scope, parse_target
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from otfuzz.engine.cases import TestCase
 from otfuzz.engine.executor import CaseOutcome, CaseRunner
 from otfuzz.engine.minimise import ddmin
-from otfuzz.monitor.anomaly import AnomalyClass
+from otfuzz.monitor.anomaly import REPLY_CANDIDATES, AnomalyClass
 from otfuzz.monitor.probe import HealthProbe, ProbeResult
 from otfuzz.monitor.process import ExitInfo, TargetProcess
 from otfuzz.protocols.base import Protocol
@@ -142,8 +142,6 @@ class Investigator:
         if outcome is None:
             return False
         if not expected.target_level:
-            from otfuzz.monitor.anomaly import REPLY_CANDIDATES
-
             return REPLY_CANDIDATES.get(outcome.kind) is expected
         if expected is AnomalyClass.CRASH:
             await asyncio.sleep(0.05)  # give a dying process a moment to go
