@@ -156,18 +156,31 @@ def _prepare_run_dir(path: Path) -> bool:
 
 
 def run_in_new_folder(run_dir: Path, job: Callable[[], T]) -> T:
-    """Create the run folder and run `job` in it; if the job stops on a user error (bad target,
-    failed baseline...), remove what it wrote, so nothing half-written is left behind."""
+    """Create the run folder and run `job` in it. If the job stops on a user error before it
+    recorded the start of a run (bad target, failed baseline...), remove what it wrote, so
+    nothing half-written is left behind; once a run is recorded, everything is kept."""
     created = _prepare_run_dir(run_dir)
     try:
         return job()
     except OtfuzzError:
+        if _holds_a_run(run_dir):
+            raise
         if created:
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
             for child in run_dir.iterdir():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         raise
+
+
+def _holds_a_run(run_dir: Path) -> bool:
+    from otfuzz.store.evidence import EvidenceStore
+
+    try:
+        EvidenceStore.open(run_dir).close()
+    except OtfuzzError:
+        return False
+    return True
 
 
 def exit_status(status: str, reason: str, interrupted_note: str) -> int:

@@ -128,6 +128,7 @@ class Campaign:
         self.limiter = RateLimiter(config.rate)
         self.stop_requested = False
         self.fuzzing_s: float | None = None
+        self._storage_error: OtfuzzError | None = None
         self.stop_reason = ""
         self.t0 = time.monotonic()
         self.elapsed_before = 0.0
@@ -252,10 +253,14 @@ class Campaign:
             for result in done:
                 if isinstance(result, TargetDown):
                     status, self.stop_reason = "failed", str(result)
+                elif isinstance(result, OtfuzzError):  # the evidence store could not be written
+                    status, self.stop_reason = "failed", str(result)
+                    self._storage_error = self._storage_error or result
                 elif isinstance(result, BaseException):
-                    status = "failed"
-                    self.stop_reason = str(result) if isinstance(result, OtfuzzError) else f"internal error: {result!r}"
+                    status, self.stop_reason = "failed", f"internal error: {result!r}"
                     raise result
+            if self._storage_error is not None:
+                status = "failed"
             if self.stop_requested and status != "failed":
                 status = "interrupted"
             self.fuzzing_s = self.elapsed()
@@ -275,11 +280,19 @@ class Campaign:
             flusher.cancel()
             for runner in self._runners:
                 runner.drop()
-            self._flush()
-            self._set_status(status, self.stop_reason or ("reached the configured bound" if status == "completed" else ""))
             self.probe.close()
             if self.process is not None:
                 await asyncio.to_thread(self.process.stop)
+            if self._storage_error is None:
+                try:
+                    self._flush()
+                    self._set_status(status, self.stop_reason or ("reached the configured bound" if status == "completed" else ""))
+                except OtfuzzError as exc:
+                    self._storage_error = exc
+        if self._storage_error is not None:
+            # What was committed before the failure stays, and --resume continues from it.
+            raise OtfuzzError(f"{self._storage_error}; results recorded so far are kept: free space, then "
+                              f"otfuzz run --resume {self.run_dir}")
         return status
 
     def _done(self) -> bool:
@@ -479,7 +492,12 @@ class Campaign:
         last_cases, last_t = self._cases_done, time.monotonic()
         while True:
             await asyncio.sleep(0.5)
-            self._flush()
+            try:
+                self._flush()
+            except OtfuzzError as exc:  # disk full or the like: stop sending, keep what is committed
+                self._storage_error = exc
+                self.request_stop(str(exc))
+                return
             now = time.monotonic()
             if self.on_progress is not None:
                 rate = (self._cases_done - last_cases) / max(now - last_t, 1e-9)
