@@ -171,3 +171,24 @@ def test_gap_report_escapes_names_from_the_system_model() -> None:
                "untested_conduits": ["<b>c</b>"], "unattributed_runs": []}
     html = render_gap_html(section)
     assert "<script>alert" not in html and "&lt;script&gt;" in html and "&lt;b&gt;c&lt;/b&gt;" in html
+
+
+def test_run_report_gains_the_system_view_in_html_pdf_and_json(worked: dict, tmp_path: Path) -> None:
+    from pypdf import PdfReader
+
+    runs = worked["runs"]
+    others = [str(p) for p in sorted(runs.iterdir()) if p.name != "fuzz-plc"]
+    result = otfuzz("report", str(runs / "fuzz-plc"), "--format", "json,html,pdf", "--out", str(tmp_path / "r"),
+                    "--system", str(worked["system"]), "--with-runs", *others)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert [z["sl_c"] for z in doc["system_gap"]["zones"]] == [z["sl_c"] for z in worked["section"]["zones"]]
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "System view: security-level gap per zone (Worked example)" in html and "Zone control" in html
+    text = " ".join(page.extract_text() for page in PdfReader(tmp_path / "r" / "report.pdf").pages)
+    assert "security-level gap per zone" in text and "ent-sup" in text
+
+
+def test_with_runs_without_a_system_model_is_refused(worked: dict) -> None:
+    result = otfuzz("report", str(worked["runs"] / "fuzz-plc"), "--with-runs", str(worked["runs"] / "fuzz-scada"))
+    assert result.returncode == 2 and "--with-runs needs --system" in result.stderr

@@ -39,6 +39,10 @@ def add_commands(subparsers: Any) -> None:
     report.add_argument("--independence", metavar="LEVEL",
                         help="tester independence (IEC 62443-4-1 SVV-5): none, independent-person, "
                              "independent-department, independent-organisation")
+    report.add_argument("--system", type=Path, metavar="SYSTEM",
+                        help="system model (otfuzz model check): adds the SL gap per zone to the reports")
+    report.add_argument("--with-runs", type=Path, nargs="+", default=[], metavar="RUNS",
+                        help="with --system: further run or run-plan folders the gap combines with RUN")
     report.add_argument("--catalogue", type=Path, help=argparse.SUPPRESS)  # for assessors with their own data files
     report.add_argument("--mapping", type=Path, help=argparse.SUPPRESS)
     report.set_defaults(func=cmd_report)
@@ -84,6 +88,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         mapping_file=args.mapping,
     )
     results = load_results(args.run_dir)
+    if args.with_runs and args.system is None:
+        raise OtfuzzError("--with-runs needs --system (the system model the gap is computed for)")
+    if args.system is not None:
+        from otfuzz.compliance.gap import gap_section
+        from otfuzz.compliance.system import load_system
+
+        results["system_gap"] = gap_section(load_system(args.system), [args.run_dir, *args.with_runs])
     evidence = build_evidence(results, options)
     out_dir = args.out or args.run_dir / "reports"
     for path in write_reports(results, evidence, formats, out_dir, catalogue_file=args.catalogue, mapping_file=args.mapping):

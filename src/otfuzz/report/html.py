@@ -30,7 +30,8 @@ from otfuzz.report.plots import Series
 
 REPLY_KINDS = ("normal", "exception", "malformed", "spec-violation", "no-reply", "closed", "reset")
 # Results sections other layers render themselves: (results key, module, function returning safe HTML).
-SECTION_RENDERERS = (("stress", "otfuzz.stress.report", "stress_html"),)
+SECTION_RENDERERS = (("stress", "otfuzz.stress.report", "stress_html"),
+                     ("system_gap", "otfuzz.report.system", "gap_fragment"))
 MAX_EVENTS = 1000
 MAX_DUMP_BYTES = 4096
 MAX_KINDS_IN_DETAIL = 40  # distinct anomaly signatures shown with full reproducer

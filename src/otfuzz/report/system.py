@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import escape
 
 from otfuzz import __version__
 from otfuzz.compliance.system import FR_NAMES
@@ -24,12 +25,25 @@ from otfuzz.report.pdf import html_to_pdf
 GAP_FORMATS = ("json", "html", "pdf")
 
 
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("otfuzz.report", "templates"), autoescape=True,
+                              undefined=jinja2.StrictUndefined)
+
+
 def render_gap_html(section: Mapping[str, Any]) -> str:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("otfuzz.report", "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
-    return env.get_template("gap.html.j2").render(
+    """The system report: a page of its own."""
+    return _env().get_template("gap.html.j2").render(
         s=section, version=__version__, fr_names=FR_NAMES,
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def gap_fragment(results: Mapping[str, Any]) -> str:
+    """The system view as a section of a run's HTML/PDF report (results key "system_gap")."""
+    section = results["system_gap"]
+    body = _env().get_template("gap_section.html.j2").render(s=section, fr_names=FR_NAMES)
+    title = escape(section["system"]["name"])
+    return f'<section id="system-gap"><h2>System view: security-level gap per zone ({title})</h2>\n{body}</section>'
+
 
 
 def write_gap_reports(section: Mapping[str, Any], out_dir: Path, formats: Sequence[str]) -> list[Path]:
