@@ -24,10 +24,10 @@ def test_disk_full_stops_with_one_line_and_the_run_resumes(pymodbus_server, tmp_
     def small_disk(self: EvidenceStore, path: Path) -> None:
         original(self, path)
         pages = self.db.execute("PRAGMA page_count").fetchone()[0]
-        self.db.execute(f"PRAGMA max_page_count = {pages + 12}")
+        self.db.execute(f"PRAGMA max_page_count = {pages + 40}")
 
     monkeypatch.setattr(EvidenceStore, "__init__", small_disk)
-    status = main(["run", f"modbus://{host}:{port}", "--cases", "20000", "--seed", "8", "--out", str(run), "--quiet",
+    status = main(["run", f"modbus://{host}:{port}", "--cases", "5000", "--seed", "8", "--out", str(run), "--quiet",
                    "--no-confirm"])
     err = capsys.readouterr().err.strip()
     assert status == 2
@@ -37,9 +37,11 @@ def test_disk_full_stops_with_one_line_and_the_run_resumes(pymodbus_server, tmp_
     store = EvidenceStore.open(run)
     next_case, _ = store.progress()
     counted = sum(sum(r.values()) for r in store.counts().values())
+    kept = store.anomalies()
     store.close()
-    assert 0 < next_case < 20000 and counted == next_case  # what was committed is whole and consistent
+    assert counted == next_case < 5000  # what was committed is whole and consistent
+    assert next_case > 0 or kept  # and something was committed before the disk filled
 
     assert main(["run", "--resume", str(run), "--quiet", "--no-confirm"]) == 0
     doc = load_results(run)
-    assert doc["totals"]["cases"] == 20000 and doc["campaign"]["status"] == "completed"
+    assert doc["totals"]["cases"] == 5000 and doc["campaign"]["status"] == "completed"
