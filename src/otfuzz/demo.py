@@ -26,8 +26,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def serve(port: int) -> None:
-    """A pymodbus server with a known datastore: holding register i holds i (0..999)."""
+async def serve(port: int, identity: dict[str, str] | None = None) -> None:
+    """A pymodbus server with a known datastore: holding register i holds i and input register i
+    holds 1000 + i (0..999); coils alternate from on, discrete inputs from off; any unit id."""
     from pymodbus.pdu.device import ModbusDeviceIdentification
     from pymodbus.server import ModbusTcpServer
     from pymodbus.simulator import DataType, SimData, SimDevice
@@ -39,7 +40,7 @@ async def serve(port: int) -> None:
         [SimData(0, values=list(range(size)), datatype=DataType.REGISTERS)],
         [SimData(0, values=[1000 + i for i in range(size)], datatype=DataType.REGISTERS)],
     ))
-    server = ModbusTcpServer(device, address=("127.0.0.1", port), identity=ModbusDeviceIdentification(info_name=DEMO_IDENTITY))
+    server = ModbusTcpServer(device, address=("127.0.0.1", port), identity=ModbusDeviceIdentification(info_name=identity or DEMO_IDENTITY))
     await server.serve_forever(background=True)
     print("READY", flush=True)
     await server.serving

@@ -146,17 +146,12 @@ def test_target_that_dies_without_target_cmd_ends_the_run_resumably(tmp_path: Pa
     assert len([a for a in doc["anomalies"] if a["class"] == "crash"]) == 1
 
 
-def test_target_down_with_several_connections_is_recorded_once_and_stops_every_worker(tmp_path: Path, capsys) -> None:
-    from targets.servers import script, start_server, stop_server
-
-    port = free_port()
-    server = start_server([*script("faulty_modbus.py"), "--port", str(port), "--fault", "crash:1"], port)
+def test_target_down_with_several_connections_is_recorded_once_and_stops_every_worker(tmp_path: Path, capsys,
+                                                                                     faulty_server) -> None:
+    _, port = faulty_server("crash:1")
     run = tmp_path / "run"
-    try:
-        status = main(["run", f"modbus://127.0.0.1:{port}", "--cases", "500", "--concurrency", "3", "--groups", "boundary",
-                       "--out", str(run), "--quiet", "--probe-deadline", "0.5", "--recovery-timeout", "1"])
-    finally:
-        stop_server(server)
+    status = main(["run", f"modbus://127.0.0.1:{port}", "--cases", "500", "--concurrency", "3", "--groups", "boundary",
+                   "--out", str(run), "--quiet", "--probe-deadline", "0.5", "--recovery-timeout", "1"])
     assert status == 3
     assert "target stopped answering" in capsys.readouterr().err
     doc = load_results(run)
