@@ -100,3 +100,9 @@ def test_published_schemas_are_printed_and_are_json_schemas(capsys) -> None:
         assert main(["schema", name]) == 0
         schema = json.loads(capsys.readouterr().out)
         jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_path_on_a_protocol_without_paths_is_refused(capsys, tmp_path: Path) -> None:
+    err = _error(capsys, ["run", "modbus://127.0.0.1:502/plc", "--cases", "5", "--out", str(tmp_path / "r")])
+    assert "unexpected path '/plc'" in err
+    assert not (tmp_path / "r").exists()

@@ -103,3 +103,11 @@ def test_unsupported_width_is_rejected_at_declaration() -> None:
 def test_a_field_may_be_named_values_without_clashing_with_encode() -> None:
     message = MessageType("m", [UInt("count", 8), Bytes("values", size=2)])
     assert message.encode({"count": 1}, values=b"\xff\xff") == b"\x01\xff\xff"
+
+
+def test_64_bit_fields_round_trip_in_both_byte_orders() -> None:
+    message = MessageType("m", [UInt("big", 64, default=0x0102030405060708), UInt("little", 64, "little", default=1)])
+    data = message.encode()
+    assert data == bytes(range(1, 9)) + b"\x01" + b"\x00" * 7
+    assert message.decode(data) == {"big": 0x0102030405060708, "little": 1}
+    assert (1 << 64) - 1 in UInt("x", 64).boundary_values()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from otfuzz.report.results import load_results
-from otfuzz.stress.commands import run_stress
+from otfuzz.stress.runner import run_stress
 from otfuzz.stress.runner import StressConfig
 from otfuzz.stress.verdicts import Thresholds
 from targets.servers import HOST, free_port, script, start_server, stop_server
@@ -57,5 +57,5 @@ def stress(tmp_path: Path, target: str, groups: list[str], thresholds: Threshold
     run_dir.mkdir(parents=True)
     options = {**FAST, **overrides}
     config = StressConfig(target=target, groups=groups, thresholds=thresholds or Thresholds(recovery_window=6.0), **options)
-    status, _, _ = run_stress(config, run_dir, show_progress=False)
+    status, _, _ = run_stress(config, run_dir)
     return status, load_results(run_dir), run_dir

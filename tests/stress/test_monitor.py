@@ -9,6 +9,7 @@ import pytest
 
 from otfuzz.errors import OtfuzzError
 from otfuzz.protocols.modbus import ModbusTCP
+from otfuzz.transport.target import Target
 from otfuzz.stress.monitor import Cycle, EssentialMonitor, ResourceMonitor, essential_function
 from targets.servers import free_port
 
@@ -54,7 +55,7 @@ def _collect(port: int, seconds: float) -> list[Cycle]:
     fn = essential_function(ModbusTCP(), None, None, 0.05, 0.05)
 
     async def main() -> None:
-        monitor = EssentialMonitor("modbus", {}, "127.0.0.1", port, fn, 30.0, cycles.append)
+        monitor = EssentialMonitor(Target("modbus", "127.0.0.1", port), "127.0.0.1", port, fn, 30.0, cycles.append)
         monitor.start()
         try:
             await asyncio.sleep(seconds)

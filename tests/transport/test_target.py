@@ -17,7 +17,13 @@ def test_ipv6_loopback_url_parses() -> None:
     assert parse_target("modbus://[::1]:502").host == "::1"
 
 
-@pytest.mark.parametrize("url", ["127.0.0.1:502", "modbus://", "modbus://127.0.0.1:99999", "modbus://127.0.0.1:502/x"])
+def test_url_path_is_kept_for_the_protocol_to_judge() -> None:
+    target = parse_target("opcua://127.0.0.1:4840/freeopcua/server?security=none")
+    assert target.path == "/freeopcua/server" and target.url == "opcua://127.0.0.1:4840/freeopcua/server?security=none"
+    assert parse_target("modbus://127.0.0.1:502/").path == ""
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:502", "modbus://", "modbus://127.0.0.1:99999"])
 def test_bad_urls_are_user_errors(url: str) -> None:
     with pytest.raises(OtfuzzError, match="bad target URL"):
         parse_target(url)

@@ -109,10 +109,10 @@ def _depth(rules: dict[str, Any], level: int) -> dict[str, Any]:
 
 def _protocol_available(protocol: str) -> str | None:
     """None if otfuzz can test `protocol`, else why not."""
-    from otfuzz.protocols import protocol_class
+    from otfuzz.protocols import default_instance
 
     try:
-        protocol_class(protocol)()
+        default_instance(protocol)
     except OtfuzzError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - a protocol module that fails to load cannot be planned, the rest can
@@ -221,9 +221,9 @@ def build_plan(model: SystemModel, duration_s: float | None = None, seed: int = 
 
 
 def _count_operations(protocol: str) -> int:
-    from otfuzz.protocols import protocol_class
+    from otfuzz.protocols import default_instance
 
-    return len(protocol_class(protocol)().templates())
+    return len(default_instance(protocol).templates())
 
 
 # -- files ----------------------------------------------------------------------------------------
@@ -369,7 +369,7 @@ class PlanRunner:
     def check(self) -> None:
         """Refuse the plan before anything starts: unknown protocols, bad URLs, out-of-scope endpoints."""
         from otfuzz.engine.strategies import GROUPS
-        from otfuzz.protocols import protocol_class
+        from otfuzz.protocols import protocol_for
         from otfuzz.transport.target import Scope, parse_target
 
         scope = Scope(self.scope)
@@ -377,7 +377,7 @@ class PlanRunner:
             where = f"plan entry {entry.id}"
             try:
                 target = parse_target(entry.target)
-                protocol_class(target.scheme)(target.options)
+                protocol_for(target)
                 scope.check(target)
                 if entry.observe:
                     host, _, port = entry.observe.rpartition(":")

@@ -29,7 +29,8 @@ import yaml
 
 from otfuzz.engine.config import RecordedConfig
 from otfuzz.errors import OtfuzzError
-from otfuzz.protocols.base import Protocol, ReplyKind
+from otfuzz.compliance.operations import Operation, operations
+from otfuzz.protocols.base import ReplyKind
 from otfuzz.transport.target import Scope, parse_target
 
 ANSWERED = (ReplyKind.NORMAL, ReplyKind.EXCEPTION, ReplyKind.MALFORMED, ReplyKind.SPEC_VIOLATION)
@@ -39,33 +40,6 @@ def load_rules() -> dict[str, Any]:
     """The zones-and-conduits rules shipped with otfuzz (planning, policy test, roles)."""
     text = resources.files("otfuzz.compliance").joinpath("data/zones_and_conduits.yaml").read_bytes()
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-
-
-@dataclass(frozen=True)
-class Operation:
-    """One request the test can send: a protocol template, possibly with marker values."""
-
-    name: str
-    code: int | None  # the protocol's function code, when its messages have one
-    writes: bool
-    disruptive: bool
-    frame: bytes
-    marked: bool = False
-
-
-def operations(protocol: Protocol, markers: Mapping[str, Mapping[str, Any]] | None = None) -> list[Operation]:
-    """Every template of `protocol` as an Operation; `markers` override field values by template name."""
-    out = []
-    for template in protocol.templates():
-        overrides = dict((markers or {}).get(template.name, {}))
-        frame = template.encode(**overrides)
-        try:
-            code = template.message.decode(template.encode()).get("function_code")
-        except Exception:  # noqa: BLE001 - a template that does not decode simply has no code
-            code = None
-        out.append(Operation(template.name, code if isinstance(code, int) else None, template.writes, template.disruptive,
-                             frame, bool(overrides)))
-    return out
 
 
 @dataclass
@@ -128,13 +102,13 @@ class PolicyTest:
 
     def __init__(self, config: PolicyTestConfig, on_result: Callable[[OperationResult], None] | None = None) -> None:
         from otfuzz.compliance.system import Policy
-        from otfuzz.protocols import protocol_class
+        from otfuzz.protocols import protocol_for
 
         if config.timeout <= 0:
             raise OtfuzzError(f"policy test timeout must be positive, got {config.timeout}")
         self.config = config
         self.target = parse_target(config.target)
-        self.protocol = protocol_class(self.target.scheme)(self.target.options)
+        self.protocol = protocol_for(self.target)
         scope = Scope(config.scope)
         self.address = scope.check(self.target)
         self.observe: tuple[str, int] | None = None
@@ -164,11 +138,11 @@ class PolicyTest:
 
     async def _exchange(self, host: str, port: int, frame: bytes) -> tuple[str, bytes | None, float | None, str]:
         """Send one frame on a new connection: (reply kind, reply, latency, detail)."""
-        from otfuzz.transport.tcp import Connection
+        from otfuzz.transport import open_connection
 
         timeout = self.config.timeout
         try:
-            conn = await Connection.open(host, port, self.protocol.session(), timeout)
+            conn = await open_connection(self.protocol, host, port, timeout)
         except (ConnectionRefusedError, ConnectionResetError):
             return ReplyKind.RESET.value, None, None, "connection refused"
         except (TimeoutError, asyncio.TimeoutError):

@@ -473,12 +473,12 @@ def _catalogue() -> Any:
 
 def _operations(protocol: str) -> tuple[set[str], set[int]] | None:
     """Template names and function codes of a protocol module, or None if otfuzz has none."""
-    from otfuzz.compliance.policy import operations
+    from otfuzz.compliance.operations import operations
 
     try:
-        from otfuzz.protocols import protocol_class
+        from otfuzz.protocols import default_instance
 
-        proto = protocol_class(protocol)()
+        proto = default_instance(protocol)
     except Exception:  # noqa: BLE001 - no usable module: operation names cannot be checked, classes still can
         return None
     ops = operations(proto)

@@ -27,7 +27,7 @@ from otfuzz.errors import OtfuzzError
 from otfuzz.monitor.anomaly import AnomalyClass, first_look
 from otfuzz.monitor.probe import HealthProbe, ProbeResult
 from otfuzz.monitor.process import TargetProcess
-from otfuzz.protocols import protocol_class
+from otfuzz.protocols import protocol_for
 from otfuzz.protocols.base import Protocol, ReplyKind
 from otfuzz.store.evidence import EvidenceStore, now_iso
 from otfuzz.transport.ratelimit import RateLimiter
@@ -116,7 +116,7 @@ class Campaign:
         self.store = store
         self.on_progress = on_progress
         self.target: Target = parse_target(config.target)
-        self.protocol: Protocol = protocol_class(self.target.scheme)(self.target.options)
+        self.protocol: Protocol = protocol_for(self.target)
         if self.target.port is None:  # pragma: no cover - parse_target always sets it
             raise OtfuzzError("no port")
         self.address = Scope(config.scope).check(self.target)
@@ -504,3 +504,17 @@ class Campaign:
                 last_cases, last_t = self._cases_done, now
                 remaining = None if self.config.duration is None else max(0.0, self.config.duration - self.elapsed())
                 self.on_progress(Snapshot(self._cases_done, rate, dict(self._anomaly_counts), self._health, self.elapsed(), remaining))
+
+
+def run_campaign(config: CampaignConfig, run_dir: Path, resume: bool,
+                 on_progress: Callable[[Snapshot], None] | None = None) -> tuple[str, str]:
+    """Run a campaign into `run_dir` to its end, Ctrl-C stopping it cleanly; (status, stop reason)."""
+    from otfuzz.engine.stopping import run_until_stopped
+
+    store = EvidenceStore.open(run_dir) if resume else EvidenceStore.create(run_dir)
+    try:
+        campaign = Campaign(config, run_dir, store, on_progress)
+        status = run_until_stopped(campaign, lambda: campaign.run(resume))
+        return status, campaign.stop_reason
+    finally:
+        store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, fields
 from typing import Any, TypeVar
@@ -26,3 +27,17 @@ class RecordedConfig:
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '10m', '2h', '1h30m' -> seconds; ValueError naming the problem otherwise.
+
+    Durations appear in commands, plans and agent tasks alike, so they parse in one place."""
+    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not match or not any(match.groups()):
+        raise ValueError(f"bad duration '{text}' (examples: 30s, 10m, 2h)")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise ValueError(f"duration must be positive, got '{text}'")
+    return total

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from otfuzz.engine.cases import TestCase
 from otfuzz.protocols.base import Protocol, ReplyKind
+from otfuzz.transport import open_connection
 from otfuzz.transport.tcp import Connection
 
 
@@ -77,11 +78,11 @@ class CaseRunner:
         if not opening:  # a case about the state before the handshake gets a connection of its own
             self.drop()
             self.history.clear()
-            self.conn = await Connection.open(self.host, self.port, self.protocol.session(), self.connect_timeout, opening=False)
+            self.conn = await open_connection(self.protocol, self.host, self.port, self.connect_timeout, opening=False)
         elif self.conn is None or not self.conn.alive:
             self.drop()
             self.history.clear()
-            self.conn = await Connection.open(self.host, self.port, self.protocol.session(), self.connect_timeout)
+            self.conn = await open_connection(self.protocol, self.host, self.port, self.connect_timeout)
         return self.conn
 
     def drop(self) -> None:
@@ -152,6 +153,10 @@ class CaseRunner:
                     return CaseOutcome(ReplyKind.MALFORMED, f"incomplete reply of {len(exchange.leftover)} bytes",
                                        exchange.leftover, exchange.latency, index, tuple(protocol.check_request(frame)))
                 kind = ReplyKind.NO_REPLY
+                required = protocol.silence_violation(frame)
+                if required:
+                    return CaseOutcome(ReplyKind.SPEC_VIOLATION, f"no answer: {required}", None, exchange.latency, index,
+                                       tuple(protocol.check_request(frame)))
             else:
                 kind = ReplyKind.RESET if exchange.outcome == "reset" else ReplyKind.CLOSED
             return CaseOutcome(kind, exchange.outcome, exchange.leftover or None, exchange.latency, index,

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from otfuzz.protocols.base import Protocol
+from otfuzz.transport import open_connection
 from otfuzz.transport.tcp import Connection
 
 
@@ -100,7 +101,7 @@ class HealthProbe:
     async def _fresh(self) -> ProbeResult:
         start = time.perf_counter()
         try:
-            conn = await Connection.open(self.host, self.port, self.protocol.session(), self.deadline)
+            conn = await open_connection(self.protocol, self.host, self.port, self.deadline)
         except ConnectionRefusedError:
             return ProbeResult(False, "refused", None)
         except (TimeoutError, asyncio.TimeoutError):

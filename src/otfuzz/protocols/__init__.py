@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from typing import Protocol as Interface
 
 from otfuzz.errors import OtfuzzError
 from otfuzz.protocols.base import Protocol
@@ -38,3 +40,21 @@ def protocol_class(scheme: str) -> type[Protocol]:
     except ImportError as exc:
         raise OtfuzzError(f"protocol '{scheme}' is not available in this build ({exc})") from None
     return getattr(module, class_name)
+
+
+class Addressed(Interface):
+    """What a target URL tells a protocol module (otfuzz.transport.target.Target has it)."""
+
+    scheme: str
+    options: dict[str, str]
+    path: str
+
+
+def protocol_for(target: Addressed) -> Protocol:
+    """The protocol module a target URL names, built with the URL's options and path."""
+    return protocol_class(target.scheme)(target.options, path=target.path)
+
+
+def default_instance(scheme: str, options: Mapping[str, str] | None = None) -> Protocol:
+    """A module with default options: for reading its templates and operations."""
+    return protocol_class(scheme)(options)

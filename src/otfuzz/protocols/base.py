@@ -50,6 +50,9 @@ class Template:
     values: Mapping[str, Any] = field(default_factory=dict)
     writes: bool = False
     disruptive: bool = False
+    # The protocol's own number for this operation (Modbus function code, OPC UA service type
+    # id, CIP service...), which conduit policies may name instead of the template's name.
+    code: int | None = None
 
     def encode(self, **overrides: Any) -> bytes:
         return self.message.encode(dict(self.values), **overrides)
@@ -140,8 +143,13 @@ class Protocol(ABC):
     liveness_note: ClassVar[str] = "a valid request on its own connection answered correctly within the deadline"
     # What to check when the baseline probe gets no valid answer (named in the error message).
     probe_hint: ClassVar[str] = "check the target URL's options"
+    # True for protocols whose URL carries a path (an OPC UA endpoint): others refuse one.
+    accepts_path: ClassVar[bool] = False
 
-    def __init__(self, options: Mapping[str, str] | None = None) -> None:
+    def __init__(self, options: Mapping[str, str] | None = None, path: str = "") -> None:
+        if path not in ("", "/") and not self.accepts_path:
+            raise OtfuzzError(f"{self.name}: unexpected path '{path}' in the target URL ({self.name} URLs have none)")
+        self.path = path
         self.options: dict[str, Any] = {}
         given = dict(options or {})
         for key in given:
@@ -247,3 +255,50 @@ class Protocol(ABC):
     def expects_reply(self, frame: bytes) -> bool:
         """False for requests the specification says are never answered (broadcasts)."""
         return True
+
+    def silence_violation(self, frame: bytes) -> str | None:
+        """Why leaving `frame` unanswered breaks the specification (a BACnet confirmed request
+        must get a Reject or Abort), or None when silence is allowed. The engine then records
+        the silence as a spec violation; silence is otherwise never a finding by itself."""
+        return None
+
+    def request_type(self, frame: bytes) -> str | None:
+        """The template name of the request type `frame` is (what a finding is labelled with),
+        or None when nothing in it identifies one.
+
+        The default picks the template whose valid encoding shares the longest prefix with the
+        frame, which works for header-then-code layouts; modules with a real dispatcher (a
+        function code table) override it with that.
+        """
+        best, best_len = None, 0
+        for template in self.templates():
+            valid = template.encode()
+            n = 0
+            for a, b in zip(valid, frame):
+                if a != b:
+                    break
+                n += 1
+            if n > best_len:
+                best, best_len = template.name, n
+        return best
+
+    def dictionary(self) -> Mapping[str, Sequence[int | bytes]]:
+        """Values with a meaning in the specification, by field name (coil ON/OFF, control
+        codes, qualifiers, object ids): the mutation and pairwise strategies draw from them."""
+        return {}
+
+    def stress_flood(self) -> tuple[bytes, str] | None:
+        """The protocol's own cheap, always-answered message (echo, link test, keep-alive),
+        with its name: flooding it loads the stack below the application. None: there is none."""
+        return None
+
+    def sync_request(self) -> bytes | None:
+        """A cheap valid request that may follow a possibly dropped frame on the same connection
+        and whose answer is told apart from any answer to that frame (`is_sync_reply`): its
+        answer proves the frame before it went unanswered. None: the protocol cannot do this
+        (no in-order replies, or no way to tell the answers apart)."""
+        return None
+
+    def is_sync_reply(self, reply: bytes) -> bool:
+        """True when `reply` answers `sync_request()`, not the case before it."""
+        return False

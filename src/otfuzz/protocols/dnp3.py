@@ -796,8 +796,8 @@ class DNP3(Protocol):
         "second TCP connection would displace the first, so a failed probe is never caused by otfuzz itself"
     )
 
-    def __init__(self, options: Mapping[str, str] | None = None) -> None:
-        super().__init__(options)
+    def __init__(self, options: Mapping[str, str] | None = None, path: str = "") -> None:
+        super().__init__(options, path)
         if self.options["outstation"] == self.options["master"]:
             raise OtfuzzError("dnp3: options outstation and master must differ")
         self.outstation, self.master = self.options["outstation"], self.options["master"]
@@ -807,7 +807,8 @@ class DNP3(Protocol):
             message = _frame_type(kind.name, app, outstation=self.outstation, master=self.master, function=kind.link_function,
                                   doc=f"{FUNCTIONS.get(kind.function, PRIMARY_FUNCTIONS[kind.link_function])} in one link frame")
             values = {"destination": self.outstation, "source": self.master}
-            templates.append(Template(kind.name, message, values, writes=kind.writes, disruptive=kind.disruptive))
+            templates.append(Template(kind.name, message, values, writes=kind.writes, disruptive=kind.disruptive,
+                                      code=kind.function if kind.function >= 0 else None))
         self._templates = tuple(templates)
         self._probe = Probe(self._templates[0].encode(), f"class 0 read of outstation {self.outstation}")
 
@@ -827,6 +828,11 @@ class DNP3(Protocol):
 
     def session(self) -> Session:
         return DNP3Session(self.outstation, self.master)
+
+    def stress_flood(self) -> tuple[bytes, str] | None:
+        """Link-layer REQUEST_LINK_STATUS (fc 9): answered below the application layer."""
+        template = next(t for t in self._templates if t.name == "request_link_status")
+        return template.encode(), template.name
 
     def repair(self, frame: bytes) -> bytes:
         """Re-frame a mutated frame: start octets, length and every CRC made right for the user

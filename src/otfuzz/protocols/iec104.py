@@ -583,8 +583,8 @@ class IEC104(Protocol):
     probe_hint = "check ?ca= (the station's common address of ASDU) and that the station accepts STARTDT from this client"
     liveness_note = "general interrogation (C_IC_NA_1) after STARTDT on its own connection confirmed positively within the deadline"
 
-    def __init__(self, options: Mapping[str, str] | None = None) -> None:
-        super().__init__(options)
+    def __init__(self, options: Mapping[str, str] | None = None, path: str = "") -> None:
+        super().__init__(options, path)
         self._templates = tuple(
             Template(
                 kind.name,
@@ -592,6 +592,7 @@ class IEC104(Protocol):
                 {"ca": self.options["ca"], "ioa": 0 if kind.station else self.options["ioa"], **kind.values},
                 writes=kind.writes,
                 disruptive=kind.disruptive,
+                code=kind.type_id,
             )
             for kind in _TEMPLATES
         )
@@ -601,6 +602,10 @@ class IEC104(Protocol):
 
     def templates(self) -> Sequence[Template]:
         return self._templates
+
+    def stress_flood(self) -> tuple[bytes, str] | None:
+        """U-frame TESTFR act: the link test every station must confirm."""
+        return u_frame(TESTFR_ACT), "U-frame TESTFR act"
 
     def message_types(self) -> Sequence[MessageType]:
         return (*REQUEST_TYPES.values(), U_FRAME, S_FRAME)

@@ -620,8 +620,8 @@ class ModbusTCP(Protocol):
     liveness_note = "read of one holding register (fc 3) on its own connection answered normally within the deadline"
     probe_hint = "check ?unit= (the unit identifier the device answers) and ?probe_address= (a holding register it has)"
 
-    def __init__(self, options: Mapping[str, str] | None = None) -> None:
-        super().__init__(options)
+    def __init__(self, options: Mapping[str, str] | None = None, path: str = "") -> None:
+        super().__init__(options, path)
         self._templates = tuple(self._template(f) for f in _FUNCTIONS if f.template)
         self._probe = Probe(
             _PLAIN[3].message.encode(transaction_id=0x7072, unit_id=self.options["unit"], address=self.options["probe_address"], quantity=1),
@@ -631,7 +631,7 @@ class ModbusTCP(Protocol):
 
     def _template(self, func: _Function) -> Template:
         values = {"transaction_id": 1, "unit_id": self.options["unit"], **dict(func.example)}
-        return Template(func.message.name, func.message, values, writes=func.writes, disruptive=func.disruptive)
+        return Template(func.message.name, func.message, values, writes=func.writes, disruptive=func.disruptive, code=func.code)
 
     # -- what to send -----------------------------------------------------------------------
 
@@ -820,6 +820,20 @@ class ModbusTCP(Protocol):
                 return False
             offset += 6 + length
         return True
+
+    def request_type(self, frame: bytes) -> str | None:
+        """The declared function (and sub-function) the first ADU's function code selects."""
+        if len(frame) <= HEADER_SIZE:
+            return None
+        func = _lookup(self._first_adu(frame))
+        if func is not None:
+            return func.message.name
+        code = frame[HEADER_SIZE]
+        return f"{'user_defined' if code in USER_DEFINED else 'undefined'}_function_0x{code:02x}"
+
+    def stress_flood(self) -> tuple[bytes, str] | None:
+        """Diagnostics 8/0 (return query data): Modbus's own loopback test."""
+        return _BY_SUB[(8, 0)].message.encode(transaction_id=1, unit_id=self.options["unit"]), "diagnostics/return_query_data"
 
     def describe(self, frame: bytes) -> str:
         if len(frame) <= HEADER_SIZE:

@@ -23,7 +23,7 @@ REST = "*rest*"
 
 @dataclass(frozen=True)
 class UInt:
-    """An unsigned integer of 8, 16, 24 or 32 bits with optional specification limits.
+    """An unsigned integer of 8, 16, 24, 32 or 64 bits with optional specification limits.
 
     `minimum`/`maximum` are the limits the specification allows (a value outside them must be
     rejected by a conforming peer); `enum` names the defined values (others are undefined).
@@ -38,7 +38,7 @@ class UInt:
     enum: Mapping[int, str] | None = None
 
     def __post_init__(self) -> None:
-        if self.bits not in (8, 16, 24, 32):
+        if self.bits not in (8, 16, 24, 32, 64):
             raise ValueError(f"field {self.name}: unsupported width {self.bits}")
         if self.endian not in ("big", "little"):
             raise ValueError(f"field {self.name}: endian must be 'big' or 'little'")
@@ -179,7 +179,7 @@ class Head(NamedTuple):
     names: tuple[str, ...]
 
 
-_STRUCT_CODES = {8: "B", 16: "H", 32: "I"}
+_STRUCT_CODES = {8: "B", 16: "H", 32: "I", 64: "Q"}
 
 
 @dataclass(frozen=True)

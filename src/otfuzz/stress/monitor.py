@@ -24,6 +24,8 @@ from typing import Any
 
 from otfuzz.errors import OtfuzzError
 from otfuzz.protocols.base import Protocol, ReplyKind
+from otfuzz.transport import open_connection
+from otfuzz.transport.target import Target
 from otfuzz.transport.tcp import Connection
 
 
@@ -135,11 +137,11 @@ class Cycle:
 # -- the monitor process ------------------------------------------------------------------------
 
 
-async def _cycles(control: Any, scheme: str, options: dict[str, str], host: str, port: int, function: EssentialFunction,
+async def _cycles(control: Any, target: Target, host: str, port: int, function: EssentialFunction,
                   max_duration: float) -> None:
-    from otfuzz.protocols import protocol_class
+    from otfuzz.protocols import protocol_for
 
-    protocol = protocol_class(scheme)(options)
+    protocol = protocol_for(target)
     conn: Connection | None = None
     start = time.monotonic()
     cadence, deadline = function.cadence, function.deadline
@@ -160,7 +162,7 @@ async def _cycles(control: Any, scheme: str, options: dict[str, str], host: str,
                 if conn is None or not conn.alive:
                     if conn is not None:
                         conn.close()
-                    conn = await Connection.open(host, port, protocol.session(), deadline)
+                    conn = await open_connection(protocol, host, port, deadline)
                 remaining = max(0.001, deadline - (time.perf_counter() - begin))
                 exchange = await conn.exchange(function.request, remaining)
                 if exchange.outcome == "reply" and exchange.reply is not None:
@@ -192,12 +194,12 @@ async def _cycles(control: Any, scheme: str, options: dict[str, str], host: str,
             conn.close()
 
 
-def _monitor_main(control: Any, scheme: str, options: dict[str, str], host: str, port: int, function: EssentialFunction,
+def _monitor_main(control: Any, target: Target, host: str, port: int, function: EssentialFunction,
                   max_duration: float) -> None:
     """Entry point of the monitor process: Ctrl-C is the parent's to handle, not ours."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        asyncio.run(_cycles(control, scheme, options, host, port, function, max_duration))
+        asyncio.run(_cycles(control, target, host, port, function, max_duration))
     except (BrokenPipeError, EOFError, KeyboardInterrupt):
         pass
     finally:
@@ -210,11 +212,11 @@ def _monitor_main(control: Any, scheme: str, options: dict[str, str], host: str,
 class EssentialMonitor:
     """Runs the essential function in a child process and collects its cycles in this one."""
 
-    def __init__(self, scheme: str, options: dict[str, str], host: str, port: int, function: EssentialFunction,
+    def __init__(self, target: Target, host: str, port: int, function: EssentialFunction,
                  max_duration: float, on_cycle: Callable[[Cycle], None]) -> None:
         self.function = function
         self.on_cycle = on_cycle
-        self._args = (scheme, dict(options), host, port, function, max_duration)
+        self._args = (target, host, port, function, max_duration)
         self._ctx = multiprocessing.get_context("spawn")
         self._conn: Any = None
         self._proc: Any = None

@@ -18,7 +18,7 @@ no protocol module has to know about stress testing.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -37,37 +37,6 @@ RATE_KINDS = ("rate", "ramp")
 CONNECTION_KINDS = ("idle", "half-open", "hold", "churn")
 
 
-
-def _template_flood(*fragments: str) -> Callable[[Protocol], tuple[bytes, str] | None]:
-    """A flood message found among the protocol's public templates by name (first non-writing match)."""
-
-    def build(protocol: Protocol) -> tuple[bytes, str] | None:
-        for fragment in fragments:
-            for template in protocol.templates():
-                if fragment in template.name.lower() and not (template.writes or template.disruptive):
-                    frame = template.encode()
-                    if not protocol.is_write(frame):
-                        return frame, template.name
-        return None
-
-    return build
-
-
-def _iec104_testfr(protocol: Protocol) -> tuple[bytes, str] | None:
-    """IEC 104 TESTFR act, built by the protocol module's own U-frame encoder."""
-    from otfuzz.protocols import iec104
-
-    return iec104.u_frame(iec104.TESTFR_ACT), "U-frame TESTFR act"
-
-
-# Protocol name -> how to build that protocol's own cheap, always-answered message (link test,
-# keep-alive, echo) from the protocol module's public API: flooding it loads the protocol stack
-# below the application. A protocol missing here has no protocol-specific flood.
-PROTOCOL_FLOODS: Mapping[str, Callable[[Protocol], tuple[bytes, str] | None]] = MappingProxyType({
-    "modbus": _template_flood("return_query_data"),  # fc 8/0 echo: Modbus's loopback test
-    "dnp3": _template_flood("request_link_status", "link_status"),  # link-layer REQUEST_LINK_STATUS (fc 9)
-    "iec104": _iec104_testfr,
-})
 
 # Absolute limits no flag can raise: beyond them a single process cannot keep its own books.
 ABSOLUTE_MAX_RATE = 1_000_000.0
@@ -386,9 +355,8 @@ def malformed_flood(protocol: Protocol, seed: int, count: int = 64) -> FloodFram
 
 
 def protocol_flood(protocol: Protocol) -> FloodFrames | None:
-    """The protocol's own flood message (see PROTOCOL_FLOODS), or None when it has none."""
-    build = PROTOCOL_FLOODS.get(protocol.name)
-    made = build(protocol) if build is not None else None
+    """The protocol's own flood message (Protocol.stress_flood), or None when it has none."""
+    made = protocol.stress_flood()
     if made is None:
         return None
     frame, name = made

@@ -24,7 +24,7 @@ from otfuzz.engine.config import RecordedConfig
 from otfuzz.errors import OtfuzzError
 from otfuzz.monitor.probe import HealthProbe
 from otfuzz.monitor.process import TargetProcess
-from otfuzz.protocols import protocol_class
+from otfuzz.protocols import protocol_for
 from otfuzz.protocols.base import Protocol
 from otfuzz.store.evidence import EvidenceStore, now_iso
 from otfuzz.stress.load import LoadGenerator, LoadStats
@@ -173,7 +173,7 @@ class StressRun:
         if config.target_cmd and config.target_pid:
             raise OtfuzzError("give --target-cmd or --target-pid, not both")
         self.target = parse_target(config.target)
-        self.protocol: Protocol = protocol_class(self.target.scheme)(self.target.options)
+        self.protocol: Protocol = protocol_for(self.target)
         self.address = Scope(config.scope).check(self.target)
         self.function = essential_function(self.protocol, config.essential_request, config.essential_expect,
                                            config.cadence, config.deadline)
@@ -318,7 +318,7 @@ class StressRun:
         self.store.record_start("stress", self.config, {
             "url": self.target.url, "protocol": self.protocol.name, "address": self.address, "port": self.target.port,
             "identity": identity, "command": self.config.target_cmd})
-        self.monitor = EssentialMonitor(self.target.scheme, self.target.options, self.address, self.target.port,
+        self.monitor = EssentialMonitor(self.target, self.address, self.target.port,
                                         self.function, self.config.ceilings.duration + 60, self._on_cycle)
         self.monitor.start()
 
@@ -764,3 +764,18 @@ class StressRun:
     def failed_verdicts(self) -> list[str]:
         section = self.section()
         return [group for group, v in section["verdicts"].items() if v["verdict"] == FAIL]
+
+
+def run_stress(config: StressConfig, run_dir: Path,
+               on_progress: Callable[[Snapshot], None] | None = None) -> tuple[str, str, list[str]]:
+    """Run a stress test into a new store in `run_dir`, Ctrl-C stopping it cleanly;
+    (status, stop reason, groups whose verdict failed)."""
+    from otfuzz.engine.stopping import run_until_stopped
+
+    store = EvidenceStore.create(run_dir)
+    try:
+        run = StressRun(config, run_dir, store, on_progress)
+        status = run_until_stopped(run, run.run)
+        return status, run.stop_reason, run.failed_verdicts
+    finally:
+        store.close()

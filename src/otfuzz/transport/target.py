@@ -21,12 +21,13 @@ class Target:
     host: str
     port: int
     options: dict[str, str] = field(default_factory=dict)
+    path: str = ""  # e.g. an OPC UA endpoint's path; protocols that take none refuse one
 
     @property
     def url(self) -> str:
         query = "&".join(f"{k}={v}" for k, v in sorted(self.options.items()))
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}" + (f"?{query}" if query else "")
+        return f"{self.scheme}://{host}:{self.port}{self.path}" + (f"?{query}" if query else "")
 
 
 def parse_target(url: str, default_port: int | None = None) -> Target:
@@ -44,10 +45,8 @@ def parse_target(url: str, default_port: int | None = None) -> Target:
         if default_port is None:
             raise OtfuzzError(f"bad target URL '{url}': no port given")
         port = default_port
-    if parts.path not in ("", "/"):
-        raise OtfuzzError(f"bad target URL '{url}': unexpected path '{parts.path}'")
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
-    return Target(parts.scheme.lower(), parts.hostname, port, options)
+    return Target(parts.scheme.lower(), parts.hostname, port, options, "" if parts.path == "/" else parts.path)
 
 
 class Scope:

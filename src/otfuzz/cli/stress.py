@@ -1,4 +1,4 @@
-"""`otfuzz stress`: the command line of the stress layer.
+"""`otfuzz stress`: denial-of-service and load tests from the command line.
 
 Thin: options become a StressConfig, the run happens in StressRun, and Ctrl-C is handled as for
 `otfuzz run`: the first stops the load at once and keeps what was measured, the second cancels.
@@ -12,28 +12,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from otfuzz.engine.stopping import run_until_stopped
+from otfuzz.cli.common import Progress, add_scope_option, add_tester_options, csv, duration, help_text, ratio, report_end
 from otfuzz.stress.patterns import GROUPS, PROFILES, Ceilings
 from otfuzz.stress.verdicts import Thresholds
 
 EXIT_VERDICT_FAILED = 1
 
 
-def _percent(text: str) -> float:
-    """'1%' or '0.01' -> 0.01."""
-    try:
-        value = float(text[:-1]) / 100 if text.strip().endswith("%") else float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad ratio '{text}' (examples: 1%, 0.01)") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"ratio must be from 0% to 100%, got '{text}'")
-    return value
-
-
 def add_commands(subparsers: Any) -> None:
-    """Register `otfuzz stress` on the main parser."""
-    from otfuzz.cli import _csv, parse_duration
-
     th, ce = Thresholds(), Ceilings()
     p = subparsers.add_parser("stress", help="denial-of-service and load test with essential-function monitoring (CR 7.1, 7.2)",
                               description="Floods the target with connection, valid, malformed and protocol-specific load at "
@@ -42,8 +28,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("target", help="target URL, e.g. modbus://127.0.0.1:502?unit=1")
     p.add_argument("--out", type=Path, help="run folder to create (default runs/stress-<protocol>-<time>)")
     p.add_argument("--profile", default="quick", choices=list(PROFILES), help="load profile (default quick; crt-like for evidence)")
-    p.add_argument("--patterns", type=_csv, help=f"load patterns to run (default all: {','.join(GROUPS)})")
-    p.add_argument("--step-duration", type=parse_duration, help="length of each step (default from the profile)")
+    p.add_argument("--patterns", type=csv, help=f"load patterns to run (default all: {','.join(GROUPS)})")
+    p.add_argument("--step-duration", type=duration, help="length of each step (default from the profile)")
     lv = p.add_argument_group("load levels (default from the profile)")
     for n in (1, 2):
         lv.add_argument(f"--level{n}-rate", type=float, help=f"level-{n} request rate, requests/s over all connections")
@@ -55,23 +41,21 @@ def add_commands(subparsers: Any) -> None:
     ef.add_argument("--cadence", type=float, default=0.1, help="seconds between cycles (default 0.1)")
     ef.add_argument("--deadline", type=float, default=0.05, help="seconds a cycle's answer may take (default 0.05)")
     vd = p.add_argument_group("pass criteria")
-    vd.add_argument("--max-missed-level1", type=_percent, default=th.max_missed_level1, help=f"missed cycles allowed under level-1 load (default {th.max_missed_level1:.0%})")
-    vd.add_argument("--max-missed-level2", type=_percent, default=th.max_missed_level2, help=f"missed cycles allowed under level-2 load (default {th.max_missed_level2:.0%})")
-    vd.add_argument("--max-outage-level2", type=parse_duration, default=th.max_outage_level2, help=f"longest loss of the essential function under level-2 load (default {th.max_outage_level2:g}s)")
-    vd.add_argument("--recovery-limit", type=parse_duration, default=th.recovery_limit, help=f"time allowed to get back to baseline after load (default {th.recovery_limit:g}s)")
-    vd.add_argument("--recovery-window", type=parse_duration, default=th.recovery_window, help=f"how long to wait for recovery at most (default {th.recovery_window:g}s)")
+    vd.add_argument("--max-missed-level1", type=ratio, default=th.max_missed_level1, help=help_text(f"missed cycles allowed under level-1 load (default {th.max_missed_level1:.0%})"))
+    vd.add_argument("--max-missed-level2", type=ratio, default=th.max_missed_level2, help=help_text(f"missed cycles allowed under level-2 load (default {th.max_missed_level2:.0%})"))
+    vd.add_argument("--max-outage-level2", type=duration, default=th.max_outage_level2, help=f"longest loss of the essential function under level-2 load (default {th.max_outage_level2:g}s)")
+    vd.add_argument("--recovery-limit", type=duration, default=th.recovery_limit, help=f"time allowed to get back to baseline after load (default {th.recovery_limit:g}s)")
+    vd.add_argument("--recovery-window", type=duration, default=th.recovery_window, help=f"how long to wait for recovery at most (default {th.recovery_window:g}s)")
     sf = p.add_argument_group("safety ceilings (raise explicitly to load harder)")
     sf.add_argument("--max-rate", type=float, default=ce.rate, help=f"requests/s (default {ce.rate:g})")
     sf.add_argument("--max-connections", type=int, default=ce.connections, help=f"connections open at once (default {ce.connections})")
     sf.add_argument("--max-connect-rate", type=float, default=ce.connect_rate, help=f"new connections/s (default {ce.connect_rate:g})")
-    sf.add_argument("--max-duration", type=parse_duration, default=ce.duration, help=f"whole run (default {ce.duration:g}s)")
-    p.add_argument("--scope", action="append", default=[], help="addresses or networks you may test besides loopback")
+    sf.add_argument("--max-duration", type=duration, default=ce.duration, help=f"whole run (default {ce.duration:g}s)")
+    add_scope_option(p)
     p.add_argument("--target-cmd", help="command that starts the target locally (enables resource monitoring and restarts)")
     p.add_argument("--target-pid", type=int, help="pid of a local target process to monitor for resources")
     p.add_argument("--seed", type=int, default=0, help="seed of the malformed requests")
-    p.add_argument("--operator", help="who ran the test (for the evidence record)")
-    p.add_argument("--organisation", help="organisation of the operator")
-    p.add_argument("--independence", help="tester independence per IEC 62443-4-1 SVV-5")
+    add_tester_options(p)
     p.add_argument("--quiet", action="store_true", help="no live progress display")
     p.set_defaults(func=cmd_stress)
 
@@ -101,21 +85,14 @@ def _stress_line(snap: Any) -> str:
             f"open {snap.open_connections} | essential misses {snap.misses}/{snap.cycles} (2 s) | {snap.elapsed:5.0f} s")
 
 
-def run_stress(config: Any, run_dir: Path, show_progress: bool = True) -> tuple[str, str, list[str]]:
-    """Run a stress test with Ctrl-C handling; returns (status, stop reason, groups whose verdict failed)."""
-    from otfuzz.cli import Progress
-    from otfuzz.store.evidence import EvidenceStore
-    from otfuzz.stress.runner import StressRun
+def _run(config: Any, run_dir: Path, show_progress: bool) -> tuple[str, str, list[str]]:
+    from otfuzz.stress.runner import run_stress
 
-    store = EvidenceStore.create(run_dir)
     progress = Progress(show_progress, _stress_line)
     try:
-        run = StressRun(config, run_dir, store, progress)
-        status = run_until_stopped(run, run.run)
-        return status, run.stop_reason, run.failed_verdicts
+        return run_stress(config, run_dir, progress)
     finally:
         progress.finish()
-        store.close()
 
 
 def _summary(run_dir: Path, status: str) -> str:
@@ -128,17 +105,16 @@ def _summary(run_dir: Path, status: str) -> str:
 
 
 def cmd_stress(args: argparse.Namespace) -> int:
-    from otfuzz.cli import _default_out, exit_status, run_in_new_folder
-    from otfuzz.protocols import protocol_class
-    from otfuzz.stress.runner import StressConfig  # noqa: F401
+    from otfuzz.protocols import protocol_for
+    from otfuzz.store.runs import default_run_dir, run_in_new_folder
     from otfuzz.transport.target import Scope, parse_target
 
     config = config_from_args(args)
     target = parse_target(config.target)
-    protocol_class(target.scheme)(target.options)
+    protocol_for(target)
     Scope(config.scope).check(target)
-    run_dir = args.out or _default_out(f"stress-{target.scheme}")
-    status, reason, failed = run_in_new_folder(run_dir, lambda: run_stress(config, run_dir, show_progress=not args.quiet))
+    run_dir = args.out or default_run_dir(f"stress-{target.scheme}")
+    status, reason, failed = run_in_new_folder(run_dir, lambda: _run(config, run_dir, not args.quiet))
     print(_summary(run_dir, status))
-    code = exit_status(status, reason, f"interrupted ({reason}); the results so far are in {run_dir}")
+    code = report_end(status, reason, f"interrupted ({reason}); the results so far are in {run_dir}")
     return code or (EXIT_VERDICT_FAILED if failed else 0)

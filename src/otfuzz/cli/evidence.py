@@ -1,4 +1,4 @@
-"""The `report`, `bundle`, `verify` and `keygen` subcommands: argument handling only.
+"""`otfuzz report`, `bundle`, `verify` and `keygen`: evidence from the command line.
 
 Each handler returns the exit status and raises OtfuzzError for anything the user can fix;
 the work is done by `otfuzz.compliance.evidence`, `otfuzz.report.reports` and
@@ -20,7 +20,6 @@ EXIT_ALTERED = 1
 
 
 def add_commands(subparsers: Any) -> None:
-    """Register report, bundle, verify and keygen on the CLI's subparsers."""
     from otfuzz.compliance.catalogue import COMPONENT_TYPES
     from otfuzz.report.reports import FORMATS
 
@@ -69,37 +68,47 @@ def add_commands(subparsers: Any) -> None:
     keygen.set_defaults(func=cmd_keygen)
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def write_run_reports(run_dir: Path, formats: list[str] | str, *, out: Path | None = None, component_type: str | None = None,
+                      sl_t: str | None = None, other_means: Path | None = None, operator: str | None = None,
+                      organisation: str | None = None, independence: str | None = None, system: Path | None = None,
+                      with_runs: list[Path] | None = None, catalogue: Path | None = None, mapping: Path | None = None) -> None:
+    """Write the reports of one run, printing each path and the verdict headline."""
     from otfuzz.compliance.evidence import EvidenceOptions, build_evidence, parse_sl_vector
     from otfuzz.report.reports import parse_formats, write_reports
     from otfuzz.report.results import load_results
 
-    formats = parse_formats(args.format)
-    if not args.run_dir.is_dir():
-        raise OtfuzzError(f"run folder {args.run_dir} does not exist")
+    chosen = parse_formats(formats if isinstance(formats, str) else ",".join(formats))
+    if not run_dir.is_dir():
+        raise OtfuzzError(f"run folder {run_dir} does not exist")
     options = EvidenceOptions(
-        component_type=args.component_type,
-        sl_t=parse_sl_vector(args.sl_t) if args.sl_t else None,
-        other_means_file=args.met_by_other_means,
-        operator=args.operator,
-        organisation=args.organisation,
-        independence=args.independence,
-        catalogue_file=args.catalogue,
-        mapping_file=args.mapping,
+        component_type=component_type,
+        sl_t=parse_sl_vector(sl_t) if sl_t else None,
+        other_means_file=other_means,
+        operator=operator,
+        organisation=organisation,
+        independence=independence,
+        catalogue_file=catalogue,
+        mapping_file=mapping,
     )
-    results = load_results(args.run_dir)
-    if args.with_runs and args.system is None:
+    results = load_results(run_dir)
+    if with_runs and system is None:
         raise OtfuzzError("--with-runs needs --system (the system model the gap is computed for)")
-    if args.system is not None:
+    if system is not None:
         from otfuzz.compliance.gap import gap_section
         from otfuzz.compliance.system import load_system
 
-        results["system_gap"] = gap_section(load_system(args.system), [args.run_dir, *args.with_runs])
+        results["system_gap"] = gap_section(load_system(system), [run_dir, *(with_runs or [])])
     evidence = build_evidence(results, options)
-    out_dir = args.out or args.run_dir / "reports"
-    for path in write_reports(results, evidence, formats, out_dir, catalogue_file=args.catalogue, mapping_file=args.mapping):
+    for path in write_reports(results, evidence, chosen, out or run_dir / "reports", catalogue_file=catalogue, mapping_file=mapping):
         print(path)
     print(evidence["summary"]["headline"], file=sys.stderr)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    write_run_reports(args.run_dir, args.format, out=args.out, component_type=args.component_type, sl_t=args.sl_t,
+                      other_means=args.met_by_other_means, operator=args.operator, organisation=args.organisation,
+                      independence=args.independence, system=args.system, with_runs=args.with_runs,
+                      catalogue=args.catalogue, mapping=args.mapping)
     return EXIT_OK
 
 

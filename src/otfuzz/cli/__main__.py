@@ -1,0 +1,5 @@
+import sys
+
+from otfuzz.cli import main
+
+sys.exit(main())
