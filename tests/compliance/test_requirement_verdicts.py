@@ -63,7 +63,7 @@ def test_partial_evidence_alone_never_marks_a_requirement_met(catalogue: Catalog
 def test_indirect_findings_are_attached_but_count_for_nothing(catalogue: Catalogue, mapping: RequirementMapping) -> None:
     v = verdicts(make_results(FUZZ, [("boundary", "crash")]), catalogue, mapping)
     assert v["EDR 3.2"].verdict is Verdict.NOT_TESTED
-    assert v["EDR 3.2"].finding_ids == (1,) and v["EDR 3.2"].anomaly_ids == ()
+    assert v["EDR 3.2"].attached_anomaly_ids == (1,) and v["EDR 3.2"].anomaly_ids == ()
     clean = verdicts(make_results(FUZZ), catalogue, mapping)
     assert clean["EDR 3.2"].verdict is Verdict.NOT_TESTED  # passing a fuzz campaign says nothing about 3.2
 
@@ -159,3 +159,28 @@ def test_component_scope_keeps_system_requirements_out(catalogue: Catalogue, map
     assert not {i for i in ids if i.startswith(("SR ", "NDR ", "HDR ", "SAR "))}
     everything = set(verdicts(make_results(FUZZ), catalogue, mapping))
     assert {"SR 3.5", "NDR 3.2", "CR 3.5"} <= everything
+
+
+def test_findings_count_once_each_and_unreproduced_ones_are_not_counted(catalogue: Catalogue, mapping: RequirementMapping) -> None:
+    # Three crash occurrences of one finding, and a hang replay never reproduced.
+    results = make_results(FUZZ, [("boundary", "crash"), ("mutation", "crash"), ("structural", "crash"), ("sequence", "hang")])
+    for a in results["anomalies"]:
+        a["finding_id"] = 7 if a["class"] == "crash" else 8
+    results["findings"] = [
+        {"id": 7, "class": "crash", "groups": ["boundary", "mutation", "structural"], "anomaly_ids": [1, 2, 3],
+         "confirmation": {"status": "confirmed"}, "title": "dies"},
+        {"id": 8, "class": "hang", "groups": ["sequence"], "anomaly_ids": [4], "confirmation": {"status": "not reproduced"}},
+    ]
+    v = verdicts(results, catalogue, mapping)
+    assert v["CR 3.5"].verdict is Verdict.FAIL
+    assert v["CR 3.5"].finding_ids == (7,) and v["CR 3.5"].anomaly_ids == (1, 2, 3)
+    assert "1 finding #7 (1 crash; 3 occurrences)" in v["CR 3.5"].reason
+    # Only the unreproduced hang touched sequence: nothing counts against a sequence-only rule.
+    results["findings"][0]["groups"] = []
+    results["findings"][0]["anomaly_ids"] = []
+    v = verdicts(results, catalogue, mapping)
+    assert v["CR 3.5"].verdict is not Verdict.FAIL
+    # A process that exited is evidence even when replay did not bring the crash back.
+    results["findings"][1].update({"class": "crash", "target_evidence": {"signal": "SIGSEGV"}})
+    v = verdicts(results, catalogue, mapping)
+    assert v["CR 3.5"].verdict is Verdict.FAIL and v["CR 3.5"].finding_ids == (8,)

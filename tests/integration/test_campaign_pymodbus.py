@@ -68,6 +68,14 @@ def test_short_campaign_counts_every_case_and_writes_a_valid_results_document(py
     assert main(["report", str(run), "--format", "json"]) == 0
     written = json.loads((run / "reports" / "results.json").read_text())
     assert written["totals"]["cases"] == 600
+    # A healthy pymodbus: far fewer findings than anomalies, each one reply-level (it acts on
+    # out-of-spec input, or answers some requests oddly), every one replayed or honestly marked.
+    findings = doc["findings"]
+    assert findings and len(findings) < len(doc["anomalies"])
+    assert sum(f["occurrences"] for f in findings) == len(doc["anomalies"])
+    assert all(f["class"] in ("spec-violation", "malformed-reply") for f in findings), [f["title"] for f in findings]
+    assert all(f["confirmation"]["status"] in ("confirmed", "not reproduced") for f in findings)
+    assert len({f["key"] for f in findings}) == len(findings)
 
 
 def test_replay_by_case_id_regenerates_the_same_bytes(pymodbus_server, tmp_path: Path, capsys) -> None:

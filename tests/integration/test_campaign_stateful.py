@@ -37,6 +37,14 @@ def _assert_no_false_anomalies(doc: dict) -> None:
         assert anomaly["class"] in ("malformed-reply", "spec-violation"), (anomaly["class"], anomaly["description"])
         assert anomaly["confirmation"]["status"] == "not reproduced"
     assert len(unconfirmed) <= max(1, len(doc["anomalies"]) // 10), [(a["class"], a["reply_detail"]) for a in unconfirmed]
+    # Findings: one per key, every anomaly in exactly one, every one replayed or honestly marked.
+    findings = doc["findings"]
+    assert sum(f["occurrences"] for f in findings) == len(doc["anomalies"])
+    assert len({f["key"] for f in findings}) == len(findings)
+    for finding in findings:
+        assert finding["confirmation"]["status"] in ("confirmed", "not reproduced"), finding["confirmation"]
+        if finding["confirmation"]["status"] != "confirmed":
+            assert finding["class"] in ("malformed-reply", "spec-violation"), finding["title"]
 
 
 def test_iec104_campaign_against_c104_confirms_every_anomaly(tmp_path: Path) -> None:

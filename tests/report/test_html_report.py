@@ -63,13 +63,17 @@ def test_report_is_self_contained_and_forbids_scripts_and_fetches(html: str) -> 
     assert csp and "default-src 'none'" in csp[0] and "script-src" not in csp[0]
 
 
-def test_summary_comes_first_then_matrix_levels_anomalies_and_charts(html: str) -> None:
-    order = [html.index(marker) for marker in ('id="summary"', 'id="requirements"', 'id="levels"', 'id="anomalies"',
-                                               'id="charts"', 'id="record"')]
+def test_findings_come_first_then_matrix_levels_charts_and_anomalies_as_appendix(html: str) -> None:
+    order = [html.index(marker) for marker in ('id="summary"', 'id="findings"', 'id="requirements"', 'id="levels"',
+                                               'id="charts"', 'id="anomalies"', 'id="record"')]
     assert order == sorted(order)
     assert "Result: FAIL" in html and html.count("<svg") == 4
-    assert 'id="anomaly-1"' in html and 'href="#anomaly-1"' in html
-    assert "0001000000060103ffff0000" not in html or "00 01 00 00 00 06 01 03 ff ff 00 00" in html
+    # The matrix cites findings, the findings table lists reproducers, anomalies point to their finding.
+    assert 'id="finding-1"' in html and 'href="#finding-1"' in html and 'id="anomaly-1"' in html
+    assert "2 distinct defects (1 high, 0 medium, 1 low) from 2 anomalies" in " ".join(html.split())
+    assert "otfuzz replay RUN --finding 1" in html
+    assert "00 01 00 00 00 06 01 03 ff ff 00 00" in html  # the minimised reproducer, hex and ASCII
+    assert "&lt;script&gt;window.__pwned = 5&lt;/script&gt;" in html  # a title quoting the device, escaped
 
 
 def test_report_renders_from_a_document_missing_every_optional_key(tmp_path: Path) -> None:
@@ -114,17 +118,21 @@ def test_chromium_renders_the_report_with_no_console_error_and_device_script_as_
     assert IMG_DESCRIPTION.replace("\x07", "\\x07") in got["text"]
 
 
-def test_anomalies_get_one_worked_example_per_kind_and_a_row_each() -> None:
+def test_many_occurrences_are_one_finding_with_a_row_per_anomaly() -> None:
     results = hostile_results()
     template = results["anomalies"][1]
-    long_frame = {"case_ids": [1], "frames_hex": ["ab" * 100], "minimised": True}
-    results["anomalies"] = [dict(template, id=i, signature=f"kind-{i % 3}", reproducer=long_frame) for i in range(1, 251)]
+    long_frame = ["ab" * 100]
+    results["anomalies"] = [dict(template, id=i, frames_hex=long_frame, finding_id=2) for i in range(1, 251)]
+    results["findings"][1].update(anomaly_ids=list(range(1, 251)), occurrences=250,
+                                  reproducer={"case_ids": [1], "frames_hex": long_frame, "minimised": True})
+    results["findings"][0].update(anomaly_ids=[], occurrences=0, groups=[])
     evidence = build_evidence(results, OPTIONS)
     screen = render_html(results, evidence)
-    assert screen.count('class="anomaly"') == 3 and screen.count('<tr id="anomaly-') == 250
-    assert "250 anomalies of 3 kinds" in screen and "Same kind: 84 anomalies" in screen
-    assert "... (100 bytes)" not in screen and screen.count("abababab " * 24 + "abababab<") == 250  # whole reproducers
+    assert screen.count('class="anomaly sev-border') == 2 and screen.count('<tr id="anomaly-') == 250
+    words = " ".join(screen.split())
+    assert "from 250 anomalies" in words and "250 anomalies: 250 malformed-reply" in words
+    assert screen.count('<a href="#finding-2">2</a>') == 1 + 250  # the findings table, then every occurrence
     printed = render_html(results, evidence, for_print=True)
     assert printed.count('<tr id="anomaly-') == 200 and "all 250 are in the HTML and JSON reports" in printed
-    assert printed.count("... (100 bytes)") == 200  # cut in print
-    assert " and 238 more" in screen  # CR 3.7's cell links the first 12 of its 250 anomalies
+    assert printed.count("... (100 bytes)") >= 200  # cut in print
+    assert "250 occurrences" in words  # the matrix counts occurrences, cites the finding

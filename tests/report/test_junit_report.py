@@ -13,7 +13,7 @@ from otfuzz.report.junit import write_junit, xml_text
 
 def _write(tmp_path: Path, options: EvidenceOptions) -> tuple[dict, ET.Element]:
     results = hostile_results()
-    results["anomalies"][0]["description"] = "died \x00\x1b <b>"  # characters XML 1.0 cannot carry
+    results["findings"][0]["title"] = "dies \x00\x1b <b>"  # characters XML 1.0 cannot carry
     evidence = build_evidence(results, options)
     return evidence, ET.parse(write_junit(results, evidence, tmp_path / "junit.xml")).getroot()
 
@@ -30,9 +30,24 @@ def test_one_test_case_per_requirement_with_failures_and_skips_from_the_verdicts
         assert (case.find("failure") is not None) == (verdict == "fail"), req_id
         assert (case.find("skipped") is not None) == (verdict in ("not-tested", "not-applicable")), req_id
     failure = by_name["CR 3.5"].find("failure")
-    assert "anomaly #1 crash in boundary case 137" in failure.text and "\\x00\\x1b <b>" in failure.text
+    assert "finding #1 (high crash, 1 occurrences, confirmed)" in failure.text and "\\x00\\x1b <b>" in failure.text
+    assert "otfuzz replay RUN --finding 1" in failure.text
     assert suite.get("failures") == str(sum(v == "fail" for v in verdicts.values()))
-    assert root.get("tests") == str(len(cases))
+    findings = root.findall("testsuite[@name='otfuzz.findings']/testcase")
+    assert len(findings) == 2  # one case per finding: the confirmed crash fails, the unreproduced reply is skipped
+    assert findings[0].find("failure") is not None and findings[1].find("skipped").get("type") == "not-reproduced"
+    assert root.get("tests") == str(len(cases) + 2)
+
+
+def test_known_findings_do_not_fail_the_build(tmp_path: Path) -> None:
+    results = hostile_results()
+    for f in results["findings"]:
+        f["known"] = True
+    evidence = build_evidence(results, EvidenceOptions(component_type="embedded-device"))
+    root = ET.parse(write_junit(results, evidence, tmp_path / "junit.xml")).getroot()
+    assert root.get("failures") == "0"
+    cr35 = [c for c in root.iter("testcase") if c.get("name", "").startswith("CR 3.5 ")][0]
+    assert cr35.find("skipped").get("type") == "known-findings"
 
 
 def test_security_level_suite_fails_each_fr_below_its_target(tmp_path: Path) -> None:

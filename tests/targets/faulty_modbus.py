@@ -8,9 +8,21 @@ quantities outside the specification's limits get exception 0x03. It frames by t
 drops frames whose protocol id is not 0 and closes the connection on an absurd length.
 
 A fault `KIND:FC[:ADDR]` fires when a request with that function code (and starting address)
-arrives; KIND is one of crash, hang, unresponsive, degrade, malformed, specviolation, reset.
+arrives; KIND is one of crash, hang, unresponsive, degrade, malformed, specviolation, reset,
+slow (this reply alone comes --slow-ms late; other connections are not held up).
 
-    python tests/targets/faulty_modbus.py --port 15020 --fault crash:3:77 --fault hang:6
+A defect is a bug of the kind real devices have, reached through many different inputs, for
+testing that a campaign reports it as one finding however it was reached:
+
+- overflow-crash: any read (fc 1-4) whose address + quantity runs past 65535 raises an uncaught
+  OverflowError: a Python traceback on stderr, exit status 70.
+- count-abort: any write multiple (fc 15, 16) whose byte count disagrees with its quantity
+  aborts like a C++ server whose vector access threw: "terminate called after throwing an
+  instance of 'std::length_error'", then SIGABRT.
+- truncated-write-hang: any write (fc 5, 6, 15, 16) shorter than its fixed fields blocks the
+  server for --hang-seconds while it "waits for the rest" (every connection stalls).
+
+    python tests/targets/faulty_modbus.py --port 15020 --fault crash:3:77 --fault hang:6 --defect overflow-crash
 """
 
 from __future__ import annotations
@@ -24,8 +36,10 @@ import socket
 import struct
 import sys
 import time
+import traceback
 
-KINDS = ("crash", "hang", "unresponsive", "degrade", "malformed", "specviolation", "reset")
+KINDS = ("crash", "hang", "unresponsive", "degrade", "malformed", "specviolation", "reset", "slow")
+DEFECTS = ("overflow-crash", "count-abort", "truncated-write-hang")
 LIMITS = {1: 2000, 2: 2000, 3: 125, 4: 125, 15: 1968, 16: 123}  # quantity maxima per fc
 LAST_ADDRESS = 9999
 BIT_PATTERN = (b"\x55" * 8192, b"\xaa" * 8192)  # coil i on when i is even, by start parity
@@ -34,12 +48,15 @@ BIT_PATTERN = (b"\x55" * 8192, b"\xaa" * 8192)  # coil i on when i is even, by s
 class Server:
     """Fault configuration plus the state some faults switch on for every connection."""
 
-    def __init__(self, faults: list[tuple[str, int, int | None]], hang_seconds: float, degrade_ms: float) -> None:
+    def __init__(self, faults: list[tuple[str, int, int | None]], hang_seconds: float, degrade_ms: float,
+                 defects: list[str] = (), slow_ms: float = 400.0) -> None:  # type: ignore[assignment]
         self.faults: dict[int, list[tuple[str, int | None]]] = {}
         for kind, code, address in faults:
             self.faults.setdefault(code, []).append((kind, address))
+        self.defects = set(defects)
         self.hang_seconds = hang_seconds
         self.delay = degrade_ms / 1000.0
+        self.slow = slow_ms / 1000.0
         self.unresponsive = False
         self.degraded = False
 
@@ -72,6 +89,16 @@ class Connection(asyncio.Protocol):
 
     def handle(self, frame: bytes) -> bool:
         """Answer one request; False when the connection is gone."""
+        if self.server.defects:
+            try:
+                check_defects(self.server, frame)
+            except OverflowError:
+                traceback.print_exc()
+                sys.stderr.flush()
+                os._exit(70)
+        return self.answer(frame)
+
+    def answer(self, frame: bytes) -> bool:
         server = self.server
         kind = None
         triggers = server.faults.get(frame[7])
@@ -100,7 +127,9 @@ class Connection(asyncio.Protocol):
         reply = respond(frame, kind == "specviolation")
         if kind == "malformed":
             reply = corrupt(reply)
-        if server.degraded:
+        if kind == "slow":
+            asyncio.get_running_loop().call_later(server.slow, self.send, reply)
+        elif server.degraded:
             asyncio.get_running_loop().call_later(server.delay, self.send, reply)
         else:
             self.transport.write(reply)
@@ -109,6 +138,33 @@ class Connection(asyncio.Protocol):
     def send(self, reply: bytes) -> None:
         if not self.transport.is_closing():
             self.transport.write(reply)
+
+
+def check_defects(server: Server, frame: bytes) -> None:
+    """The planted defects: each fires on a whole class of inputs, not on one value."""
+    code, pdu = frame[7], frame[7:]
+    if "overflow-crash" in server.defects and code in (1, 2, 3, 4) and len(pdu) >= 5:
+        address, quantity = struct.unpack_from(">HH", pdu, 1)
+        check_range(address, quantity)
+    if "count-abort" in server.defects and code in (15, 16) and len(pdu) >= 6:
+        address, quantity, count = struct.unpack_from(">HHB", pdu, 1)
+        if count != ((quantity + 7) // 8 if code == 15 else 2 * quantity):
+            sys.stderr.write("terminate called after throwing an instance of 'std::length_error'\n"
+                             f"  what():  vector::_M_range_check: __n (which is {count}) >= this->size()\n")
+            sys.stderr.flush()
+            os.abort()
+    if "truncated-write-hang" in server.defects and code in (5, 6, 15, 16) and len(pdu) < (5 if code in (5, 6) else 6):
+        wait_for_rest_of_write(server.hang_seconds)
+
+
+def check_range(address: int, quantity: int) -> None:
+    end = address + quantity
+    if end > 0x10000:
+        raise OverflowError(f"register range {address}..{end - 1} does not fit 16 bits")
+
+
+def wait_for_rest_of_write(seconds: float) -> None:
+    time.sleep(seconds)  # the bug: a blocking wait inside the event loop
 
 
 def respond(frame: bytes, lenient: bool) -> bytes:
@@ -195,13 +251,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--fault", type=parse_fault, action="append", default=[], help="KIND:FC[:ADDR], repeatable")
+    parser.add_argument("--defect", choices=DEFECTS, action="append", default=[], help="a planted defect, repeatable")
     parser.add_argument("--hang-seconds", type=float, default=3.0)
     parser.add_argument("--degrade-ms", type=float, default=300.0)
+    parser.add_argument("--slow-ms", type=float, default=400.0)
     args = parser.parse_args()
     # The crash fault is deliberate: no core file should litter the test run.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     try:
-        asyncio.run(serve(args.port, Server(args.fault, args.hang_seconds, args.degrade_ms)))
+        asyncio.run(serve(args.port, Server(args.fault, args.hang_seconds, args.degrade_ms, args.defect, args.slow_ms)))
     except KeyboardInterrupt:
         pass
 

@@ -43,7 +43,13 @@ def add_commands(sub: Any) -> None:
     run.add_argument("--minimise-budget", type=int, default=48, help="replay trials allowed to minimise each anomaly")
     run.add_argument("--no-confirm", dest="confirm", action="store_false", help="record anomalies without replay")
     run.add_argument("--confirm-time", type=float, default=120.0,
-                     help="seconds allowed after fuzzing to replay and minimise anomalies (default 120)")
+                     help="seconds allowed after fuzzing to replay and minimise what is left (default 120)")
+    run.add_argument("--slow-factor", type=float, default=10.0,
+                     help="a reply later than this many times the probe's p95 (and 50 ms more) is a slow-reply (default 10)")
+    run.add_argument("--known-finding-rate", type=int, default=50, metavar="N",
+                     help="send 1 in N cases that match a confirmed finding's trigger (default 50; 1 sends all)")
+    run.add_argument("--baseline", type=Path, metavar="FILE",
+                     help="known findings (otfuzz findings RUN --save-baseline FILE): exit 1 only on findings not in it")
     add_tester_options(run, "the campaign")
     run.add_argument("--quiet", action="store_true", help="no live progress display")
     run.set_defaults(func=cmd_run)
@@ -52,7 +58,8 @@ def add_commands(sub: Any) -> None:
     replay.add_argument("run_dir", type=Path, metavar="RUN")
     which = replay.add_mutually_exclusive_group(required=True)
     which.add_argument("--case", type=int, help="case id to regenerate and send")
-    which.add_argument("--anomaly", type=int, help="anomaly id whose minimised reproducer to send")
+    which.add_argument("--anomaly", type=int, help="anomaly id whose reproducer to send")
+    which.add_argument("--finding", type=int, help="finding id whose minimised reproducer to send")
     replay.add_argument("--dry-run", action="store_true", help="print the bytes without sending")
     replay.add_argument("--json", action="store_true", help="print the result as JSON")
     replay.set_defaults(func=cmd_replay)
@@ -68,9 +75,10 @@ def add_commands(sub: Any) -> None:
 
 
 def _campaign_line(snap: Any) -> str:
-    anomalies = ", ".join(f"{k} {v}" for k, v in sorted(snap.anomalies.items())) or "none"
+    findings = ", ".join(f"{snap.findings[s]} {s}" for s in ("high", "medium", "low") if snap.findings.get(s)) or "none"
     left = "" if snap.remaining is None else f" | {snap.remaining:5.0f} s left"
-    return f"cases {snap.cases} | {snap.rate:7.0f}/s | anomalies: {anomalies} | target {snap.health}{left}"
+    return (f"cases {snap.cases} | {snap.rate:7.0f}/s | findings: {findings} | anomalies {sum(snap.anomalies.values())} "
+            f"| target {snap.health}{left}")
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
@@ -86,7 +94,8 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         read_only=args.read_only, scope=args.scope, target_cmd=args.target_cmd, probe_interval=args.probe_interval,
         probe_deadline=args.probe_deadline, recovery_timeout=args.recovery_timeout, minimise_budget=args.minimise_budget,
         confirm=args.confirm, confirm_time=args.confirm_time, operator=args.operator, organisation=args.organisation,
-        independence=args.independence,
+        independence=args.independence, slow_factor=args.slow_factor, known_finding_rate=args.known_finding_rate,
+        baseline=str(args.baseline) if args.baseline else None,
     )
 
 
@@ -107,11 +116,15 @@ def summary_line(run_dir: Path, status: str) -> str:
     store = EvidenceStore.open(run_dir)
     try:
         cases = sum(sum(replies.values()) for replies in store.counts().values())
-        classes = store.anomaly_classes()
+        anomalies = sum(store.anomaly_classes().values())
+        findings = store.findings()
     finally:
         store.close()
-    shown = ", ".join(f"{k}: {v}" for k, v in classes.items()) or "none"
-    return f"{status}: {cases} cases, {sum(classes.values())} anomalies ({shown}); evidence in {run_dir}"
+    by_severity = {s: sum(1 for f in findings if f.get("severity") == s) for s in ("high", "medium", "low")}
+    shown = ", ".join(f"{n} {s}" for s, n in by_severity.items() if n) or "none"
+    confirmed = sum(1 for f in findings if (f.get("confirmation") or {}).get("status") == "confirmed")
+    return (f"{status}: {cases} cases, {len(findings)} findings ({shown}; {confirmed} confirmed by replay) from "
+            f"{anomalies} anomalies; evidence in {run_dir}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -133,6 +146,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         config = _config_from_args(args)
         config.validate()
+        if config.baseline:
+            from otfuzz.engine.baseline import load_baseline
+
+            load_baseline(Path(config.baseline))  # a bad baseline stops the run before it starts
         from otfuzz.protocols import protocol_for
         from otfuzz.transport.target import Scope, parse_target
 
@@ -142,7 +159,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir = args.out or default_run_dir(target.scheme)
         status, reason = run_in_new_folder(run_dir, lambda: _run(config, run_dir, False, not args.quiet))
     print(summary_line(run_dir, status))
-    return report_end(status, reason, f"interrupted; continue with: otfuzz run --resume {run_dir}")
+    code = report_end(status, reason, f"interrupted; continue with: otfuzz run --resume {run_dir}")
+    if code == 0 and config.baseline:
+        return _against_baseline(run_dir, Path(config.baseline))
+    return code
+
+
+def _against_baseline(run_dir: Path, path: Path) -> int:
+    """Exit status 1 when the run found defects the baseline does not know, named on stderr."""
+    from otfuzz.cli.findings import EXIT_NEW_FINDINGS, run_findings
+    from otfuzz.engine.baseline import gating, load_baseline, mark_known
+
+    findings = run_findings(run_dir)
+    mark_known(findings, load_baseline(path))
+    new = gating(findings)
+    known = sum(1 for f in findings if f.get("known"))
+    if not new:
+        print(f"no new findings ({known} known from {path})")
+        return 0
+    for f in new:
+        print(f"otfuzz: new finding #{f['id']} ({f['severity']} {f['class']}): {f['title']}", file=sys.stderr)
+    return EXIT_NEW_FINDINGS
 
 
 # -- replay -------------------------------------------------------------------------------------
@@ -169,6 +206,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
             case = CaseGenerator(protocol, config.seed, config.groups, config.read_only).case(args.case)
             frames = list(case.frames)
             header: dict[str, Any] = {"case_id": case.case_id, "group": case.group, "description": case.description}
+        elif args.finding is not None:
+            finding = store.finding(args.finding)
+            if finding is None:
+                raise OtfuzzError(f"run {args.run_dir} has no finding {args.finding} (list them with: otfuzz findings {args.run_dir})")
+            frames = [bytes.fromhex(h) for h in finding["reproducer"]["frames_hex"]]
+            header = {"finding": args.finding, "class": finding["class"], "title": finding.get("title", ""),
+                      "case_ids": finding["reproducer"]["case_ids"], "minimised": finding["reproducer"].get("minimised", False)}
         else:
             anomaly = store.anomaly(args.anomaly)
             if anomaly is None:

@@ -42,6 +42,8 @@ def add_commands(subparsers: Any) -> None:
                         help="system model (otfuzz model check): adds the SL gap per zone to the reports")
     report.add_argument("--with-runs", type=Path, nargs="+", default=[], metavar="RUNS",
                         help="with --system: further run or run-plan folders the gap combines with RUN")
+    report.add_argument("--baseline", type=Path, metavar="FILE",
+                        help="known findings: marked known, and JUnit fails only on the others")
     report.add_argument("--catalogue", type=Path, help=argparse.SUPPRESS)  # for assessors with their own data files
     report.add_argument("--mapping", type=Path, help=argparse.SUPPRESS)
     report.set_defaults(func=cmd_report)
@@ -71,7 +73,8 @@ def add_commands(subparsers: Any) -> None:
 def write_run_reports(run_dir: Path, formats: list[str] | str, *, out: Path | None = None, component_type: str | None = None,
                       sl_t: str | None = None, other_means: Path | None = None, operator: str | None = None,
                       organisation: str | None = None, independence: str | None = None, system: Path | None = None,
-                      with_runs: list[Path] | None = None, catalogue: Path | None = None, mapping: Path | None = None) -> None:
+                      with_runs: list[Path] | None = None, catalogue: Path | None = None, mapping: Path | None = None,
+                      baseline: Path | None = None) -> None:
     """Write the reports of one run, printing each path and the verdict headline."""
     from otfuzz.compliance.evidence import EvidenceOptions, build_evidence, parse_sl_vector
     from otfuzz.report.reports import parse_formats, write_reports
@@ -90,7 +93,16 @@ def write_run_reports(run_dir: Path, formats: list[str] | str, *, out: Path | No
         catalogue_file=catalogue,
         mapping_file=mapping,
     )
+    known = None
+    if baseline is not None:
+        from otfuzz.engine.baseline import load_baseline
+
+        known = load_baseline(baseline)
     results = load_results(run_dir)
+    if known is not None:
+        from otfuzz.engine.baseline import mark_known
+
+        mark_known(results["findings"], known)
     if with_runs and system is None:
         raise OtfuzzError("--with-runs needs --system (the system model the gap is computed for)")
     if system is not None:
@@ -108,7 +120,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     write_run_reports(args.run_dir, args.format, out=args.out, component_type=args.component_type, sl_t=args.sl_t,
                       other_means=args.met_by_other_means, operator=args.operator, organisation=args.organisation,
                       independence=args.independence, system=args.system, with_runs=args.with_runs,
-                      catalogue=args.catalogue, mapping=args.mapping)
+                      catalogue=args.catalogue, mapping=args.mapping, baseline=args.baseline)
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ report embeds it under "compliance"; its shape is published in
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,11 +147,14 @@ def _verdict_entry(v: RequirementVerdict) -> dict[str, Any]:
             "cases": link.cases,
             "outcome": link.outcome,
             "anomaly_ids": list(link.anomaly_ids),
+            "finding_ids": [i for i in link.finding_ids if i],
             "failed_groups": [{"name": j.group, "reasons": list(j.reasons)} for j in link.failed_groups],
             "set_aside": [{"name": j.group, "verdict": j.verdict} for j in link.set_aside],
         } for link in v.links],
         "anomaly_ids": list(v.anomaly_ids),
         "finding_ids": list(v.finding_ids),
+        "attached_finding_ids": list(v.attached_finding_ids),
+        "attached_anomaly_ids": list(v.attached_anomaly_ids),
         "other_means": None if v.other_means is None else {
             "reference": v.other_means.reference, "method": v.other_means.method, "status": v.other_means.status},
         "notes": list(v.notes),
@@ -190,12 +194,20 @@ def _summary(verdicts: Sequence[RequirementVerdict], results: Mapping[str, Any],
     totals = results.get("totals") or {}
     cases = int(totals.get("cases") or sum(int(g.get("cases") or 0) for g in results.get("groups") or []))
     anomalies = int(totals.get("anomalies") or len(results.get("anomalies") or []))
+    findings = [f for f in results.get("findings") or [] if isinstance(f, Mapping)]
     failed = [v.requirement.id for v in verdicts if v.verdict is Verdict.FAIL]
     evidenced = counts["pass"] + counts["partial"]
     if failed:
         overall = "fail"
+        against = sorted({i for v in verdicts if v.verdict is Verdict.FAIL for i in v.finding_ids})
+        if findings:
+            severities = Counter(str(f.get("severity")) for f in findings if f.get("id") in against)
+            shown = ", ".join(f"{severities[s]} {s}" for s in ("high", "medium", "low") if severities.get(s))
+            cause = f"{len(against)} finding{'s' if len(against) != 1 else ''} ({shown})" if against else "the run's own judgement"
+        else:
+            cause = f"{anomalies} anomal{'ies' if anomalies != 1 else 'y'}"
         headline = (f"{len(failed)} requirement{'s' if len(failed) != 1 else ''} failed ({', '.join(failed)}): "
-                    f"{anomalies} anomal{'ies' if anomalies != 1 else 'y'} in {cases} test cases.")
+                    f"{cause} in {cases} test cases.")
     elif evidenced:
         overall = "pass"
         headline = (f"No requirement failed in {cases} test cases: {counts['pass']} met, "
@@ -205,4 +217,4 @@ def _summary(verdicts: Sequence[RequirementVerdict], results: Mapping[str, Any],
         headline = f"Nothing was evidenced: {cases} test cases exercised no mapped requirement."
     target_met = levels.get("target_met") if levels else None
     return {"overall": overall, "headline": headline, "counts": counts, "cases": cases, "anomalies": anomalies,
-            "failed": failed, "sl_target_met": target_met}
+            "findings": len(findings), "failed": failed, "sl_target_met": target_met}

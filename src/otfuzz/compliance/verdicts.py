@@ -1,9 +1,12 @@
 """Requirement verdicts: what the campaign's evidence says about each mapped requirement.
 
 The rules in the mapping are applied to the results document: a rule is exercised when its
-test groups ran cases (and, for rules with `when`, when the triggering anomaly occurred); an
-anomaly of a class the rule fails on counts against every requirement it links to. The
-verdict of a requirement then follows the strength of its links:
+test groups ran cases (and, for rules with `when`, when the triggering anomaly occurred); a
+finding (a distinct defect) of a class the rule fails on, with occurrences in its groups,
+counts against every requirement it links to. A finding that replay could not reproduce is
+listed but not counted, unless the target's own process showed it (an exit or crash report).
+Anomalies outside any finding (stress runs, older stores) count one by one. The verdict of a
+requirement then follows the strength of its links:
 
 - fail        a direct or partial link found counter-evidence (a test can always falsify);
 - pass        a direct or process link passed, or the user documented other means;
@@ -55,7 +58,20 @@ class AnomalyRef:
     id: int
     group: str
     cls: str
+    finding_id: int | None = None
 
+
+@dataclass(frozen=True)
+class FindingRef:
+    """One distinct defect as the verdicts see it: its class, where it occurred, whether it counts."""
+
+    id: int
+    cls: str
+    groups: tuple[str, ...]
+    anomaly_ids: tuple[int, ...]
+    counts: bool  # confirmed, not tried, or shown by the target process itself
+    title: str = ""
+    known: bool = False  # named in the baseline
 
 @dataclass(frozen=True)
 class GroupJudgement:
@@ -88,6 +104,7 @@ class CampaignEvidence:
     groups: tuple[GroupCount, ...]
     anomalies: tuple[AnomalyRef, ...]
     judgements: tuple[GroupJudgement, ...] = ()
+    findings: tuple[FindingRef, ...] = ()
 
     @classmethod
     def from_results(cls, results: Mapping[str, Any]) -> CampaignEvidence:
@@ -96,9 +113,11 @@ class CampaignEvidence:
             for g in results.get("groups") or [] if isinstance(g, Mapping)
         )
         anomalies = tuple(
-            AnomalyRef(int(a.get("id", i)), str(a.get("group", "?")), str(a.get("class", "?")))
+            AnomalyRef(int(a.get("id", i)), str(a.get("group", "?")), str(a.get("class", "?")),
+                       None if a.get("finding_id") is None else int(a["finding_id"]))
             for i, a in enumerate(results.get("anomalies") or [], start=1) if isinstance(a, Mapping)
         )
+        findings = tuple(_finding_ref(f) for f in results.get("findings") or [] if isinstance(f, Mapping))
         judgements = tuple(
             GroupJudgement(str(name), str(v.get("verdict")), tuple(str(r) for r in v.get("reasons") or []))
             for verdicts in _group_verdicts(results)
@@ -107,7 +126,14 @@ class CampaignEvidence:
         known = {g.name for g in groups}
         # A judged group with no reply counts (recovery, resources) still ran: list it with no cases.
         groups += tuple(GroupCount(j.group, 0, 0) for j in judgements if j.group not in known)
-        return cls(groups, anomalies, judgements)
+        return cls(groups, anomalies, judgements, findings)
+
+    def defects(self) -> tuple[FindingRef, ...]:
+        """Findings, and anomalies outside any finding each as a defect of its own (id 0: none)."""
+        known = {f.id for f in self.findings}
+        loose = tuple(FindingRef(0, a.cls, (a.group,), (a.id,), True) for a in self.anomalies
+                      if a.finding_id is None or a.finding_id not in known)
+        return self.findings + loose
 
     def judgement(self, group: str) -> GroupJudgement | None:
         return next((j for j in self.judgements if j.group == group), None)
@@ -122,7 +148,8 @@ class LinkEvidence:
     groups: tuple[GroupCount, ...]
     cases: int
     outcome: str  # pass, fail, finding, no-finding, not-exercised
-    anomaly_ids: tuple[int, ...]  # anomalies that count against (or, for indirect links, findings)
+    anomaly_ids: tuple[int, ...]  # occurrences of the findings below
+    finding_ids: tuple[int, ...] = ()  # findings that count against (or, for indirect links, are attached)
     failed_groups: tuple[GroupJudgement, ...] = ()  # groups the run itself judged failed
     set_aside: tuple[GroupJudgement, ...] = ()  # judged inconclusive or not run: not counted
 
@@ -142,11 +169,23 @@ class RequirementVerdict:
 
     @property
     def anomaly_ids(self) -> tuple[int, ...]:
+        """Occurrences of the findings that count against the requirement."""
         return _unique(i for link in self.links if link.outcome == "fail" for i in link.anomaly_ids)
 
     @property
     def finding_ids(self) -> tuple[int, ...]:
+        """Findings that count against the requirement."""
+        return _unique(i for link in self.links if link.outcome == "fail" for i in link.finding_ids if i)
+
+    @property
+    def attached_anomaly_ids(self) -> tuple[int, ...]:
+        """Occurrences attached through indirect links."""
         return _unique(i for link in self.links if link.outcome == "finding" for i in link.anomaly_ids)
+
+    @property
+    def attached_finding_ids(self) -> tuple[int, ...]:
+        """Findings attached through indirect links (they never count toward conformity)."""
+        return _unique(i for link in self.links if link.outcome == "finding" for i in link.finding_ids if i)
 
 
 def evaluate_rule_links(rule: Rule, campaign: CampaignEvidence) -> list[LinkEvidence]:
@@ -156,11 +195,13 @@ def evaluate_rule_links(rule: Rule, campaign: CampaignEvidence) -> list[LinkEvid
     failed = tuple(j for j in judged if j.verdict == "fail")
     set_aside = tuple(j for j in judged if j.verdict not in ("pass", "fail"))
     passed = {j.group for j in judged if j.verdict == "pass"}
-    counted = tuple(g for g in groups if g.name not in {j.group for j in set_aside})
-    cases = sum(g.cases for g in counted)
-    in_scope = [a for a in campaign.anomalies if rule.covers(a.group)]
-    triggered = not rule.when or any(a.cls in rule.when for a in in_scope)
-    against = tuple(a.id for a in in_scope if a.cls in rule.fails_on) if triggered else ()
+    counted_groups = tuple(g for g in groups if g.name not in {j.group for j in set_aside})
+    cases = sum(g.cases for g in counted_groups)
+    in_scope = [d for d in campaign.defects() if any(rule.covers(g) for g in d.groups)]
+    triggered = not rule.when or any(d.cls in rule.when for d in in_scope)
+    counted = [d for d in in_scope if d.cls in rule.fails_on and d.counts] if triggered else []
+    against = tuple(i for d in counted for i in d.anomaly_ids)
+    against_findings = tuple(d.id for d in counted)
     # One failing case is evidence however few cases ran; a pass needs the minimum (or a
     # group the run judged passed).
     exercised = triggered and (cases >= rule.min_cases or bool(passed) or bool(against) or bool(failed))
@@ -175,7 +216,8 @@ def evaluate_rule_links(rule: Rule, campaign: CampaignEvidence) -> list[LinkEvid
         else:
             outcome = "pass"
         kept = against if outcome in ("fail", "finding") else ()
-        evidence.append(LinkEvidence(rule, link.strength, counted, cases, outcome, kept,
+        kept_findings = against_findings if outcome in ("fail", "finding") else ()
+        evidence.append(LinkEvidence(rule, link.strength, counted_groups, cases, outcome, kept, kept_findings,
                                      failed if outcome == "fail" else (), set_aside))
     return evidence
 
@@ -218,7 +260,7 @@ def judge(requirement: Requirement, links: Sequence[LinkEvidence], claim: OtherM
     if failing:
         ids = _unique(i for link in failing for i in link.anomaly_ids)
         judged = {j.group: j for link in failing for j in link.failed_groups}
-        parts = [f"{_anomaly_phrase(ids, campaign, with_groups=True)} count against it"] if ids else []
+        parts = [f"{_defect_phrase(ids, campaign)} count{'s' if _single(ids, campaign) else ''} against it"] if ids else []
         parts += [f"the run judged {j.group} failed" + (f" ({'; '.join(j.reasons)})" if j.reasons else "")
                   for j in judged.values()]
         reason = "; ".join(parts)
@@ -242,8 +284,8 @@ def judge(requirement: Requirement, links: Sequence[LinkEvidence], claim: OtherM
                                   f"activity performed (process evidence): {_cases_phrase(establishing)}", links)
     findings = _unique(i for link in links if link.outcome == "finding" for i in link.anomaly_ids)
     if findings:
-        notes.append(f"{_anomaly_phrase(findings, campaign)} attached as findings (indirect evidence; "
-                     "they do not count toward conformity)")
+        notes.append(f"{_defect_phrase(findings, campaign)} attached (indirect evidence; "
+                     "never counted toward conformity)")
     if passing:
         return RequirementVerdict(requirement, Verdict.PARTIAL,
                                   f"partial evidence only: no counter-evidence in {_cases_phrase(passing)}; "
@@ -292,6 +334,49 @@ def requirement_sort_key(requirement: Requirement) -> tuple[Any, ...]:
 
 def _unique(values: Iterable[int]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(values))
+
+
+def _finding_ref(f: Mapping[str, Any]) -> FindingRef:
+    confirmation = f.get("confirmation") if isinstance(f.get("confirmation"), Mapping) else {}
+    status = str(confirmation.get("status", "not tried"))
+    evidence = f.get("target_evidence") if isinstance(f.get("target_evidence"), Mapping) else {}
+    shown = bool(evidence.get("signal") or evidence.get("returncode") is not None or evidence.get("report"))
+    counts = status == "confirmed" or status.startswith("not tried") or status == "pending" or shown
+    return FindingRef(int(f.get("id", 0)), str(f.get("class", "?")), tuple(str(g) for g in f.get("groups") or ()),
+                      tuple(int(i) for i in f.get("anomaly_ids") or ()), counts, str(f.get("title", "")), bool(f.get("known")))
+
+
+def _defects_of(ids: Sequence[int], campaign: CampaignEvidence) -> list[FindingRef]:
+    """The defects (findings, or loose anomalies) that the occurrence ids belong to, in order."""
+    wanted = set(ids)
+    return [d for d in campaign.defects() if wanted & set(d.anomaly_ids)]
+
+
+def _single(ids: Sequence[int], campaign: CampaignEvidence) -> bool:
+    return len(_defects_of(ids, campaign)) == 1
+
+
+def _defect_phrase(ids: Sequence[int], campaign: CampaignEvidence) -> str:
+    """'2 findings (1 crash, 1 hang; 14 occurrences) in boundary, mutation'."""
+    defects = _defects_of(ids, campaign)
+    if not defects:
+        return _anomaly_phrase(ids, campaign, with_groups=True)
+    findings = [d for d in defects if d.id]
+    loose = [d for d in defects if not d.id]
+    parts = []
+    if findings:
+        detail = ", ".join(f"{n} {cls}" for cls, n in sorted(Counter(d.cls for d in findings).items()))
+        occurrences = sum(len(d.anomaly_ids) for d in findings)
+        ids_text = ", ".join(f"#{d.id}" for d in findings[:8]) + (" ..." if len(findings) > 8 else "")
+        parts.append(f"{len(findings)} finding{'s' if len(findings) != 1 else ''} {ids_text} ({detail}; "
+                     f"{occurrences} occurrence{'s' if occurrences != 1 else ''})")
+    if loose:
+        parts.append(_anomaly_phrase([i for d in loose for i in d.anomaly_ids], campaign))
+    groups = list(dict.fromkeys(g for d in defects for g in d.groups))
+    text = " and ".join(parts)
+    if groups:
+        text += f" in test group{'s' if len(groups) > 1 else ''} {', '.join(groups)}"
+    return text
 
 
 def _anomaly_phrase(ids: Sequence[int], campaign: CampaignEvidence, with_groups: bool = False) -> str:

@@ -9,7 +9,6 @@ knows about the wire comes through the protocol module's interface.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -18,9 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from otfuzz.engine.cases import TestCase
-from otfuzz.engine.executor import CaseOutcome, CaseRunner, read_identity
+from otfuzz.engine.executor import CaseOutcome, CaseRunner, LateReply, read_identity
+from otfuzz.engine.findings import (
+    SEVERITY_ORDER,
+    FindingBook,
+    FindingState,
+    TargetEvidence,
+    Trigger,
+    describe,
+    fault_trigger,
+    finding_key,
+    severity,
+    trigger_of,
+)
 from otfuzz.engine.generator import CaseGenerator
-from otfuzz.engine.investigate import Investigator, TargetDown
+from otfuzz.engine.investigate import ANSWERED, Investigator, TargetDown
 from otfuzz.engine.strategies import GROUPS
 from otfuzz.engine.config import RecordedConfig
 from otfuzz.errors import OtfuzzError
@@ -39,7 +50,19 @@ AUTO_TIMEOUT_FLOOR = 0.005
 AUTO_SILENCE_FLOOR = 0.002
 """Shortest automatic wait (s) for an answer to a request the specification says to reject:
 5x the probe's p95 latency, never below this, never above the reply timeout."""
-
+SLOW_FLOOR = 0.05
+"""A reply is slow only if it also takes this much longer than the probe's p95 (s): a few
+milliseconds more on a busy host is noise, not a defect."""
+FINDING_INVESTIGATION_S = 30.0
+"""Time one new finding's replay and minimisation may take during the campaign."""
+KNOWN_SHARE = 0.05
+"""Most of the campaign's time (after the first confirmation) that meeting known findings again
+may take; beyond it, even the one-in-N matches are held back until the share is below again."""
+INVESTIGATION_SHARE = 0.5
+"""Most of the campaign's time that investigating new findings may take; beyond it, new
+findings wait for the confirmation phase after fuzzing."""
+TRIGGER_CACHE = 8192
+SILENT = (ReplyKind.NO_REPLY, ReplyKind.CLOSED, ReplyKind.RESET)
 
 @dataclass
 class CampaignConfig(RecordedConfig):
@@ -64,6 +87,9 @@ class CampaignConfig(RecordedConfig):
     minimise_budget: int = 48
     confirm: bool = True
     confirm_time: float = 120.0
+    slow_factor: float = 10.0
+    known_finding_rate: int = 50
+    baseline: str | None = None
     operator: str | None = None
     organisation: str | None = None
     independence: str | None = None
@@ -72,7 +98,8 @@ class CampaignConfig(RecordedConfig):
     def validate(self) -> None:
         if self.duration is None and self.max_cases is None:
             raise OtfuzzError("give --duration or --cases: a campaign must be bounded")
-        for name in ("duration", "rate", "timeout", "silence_timeout", "probe_interval", "probe_deadline", "recovery_timeout", "confirm_time"):
+        for name in ("duration", "rate", "timeout", "silence_timeout", "probe_interval", "probe_deadline", "recovery_timeout",
+                     "confirm_time", "slow_factor"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise OtfuzzError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -80,18 +107,8 @@ class CampaignConfig(RecordedConfig):
             raise OtfuzzError(f"--cases must be positive, got {self.max_cases}")
         if not 1 <= self.concurrency <= 64:
             raise OtfuzzError(f"--concurrency must be from 1 to 64, got {self.concurrency}")
-
-
-def anomaly_signature(anomaly: AnomalyClass, template: str, detail: str) -> str:
-    """What makes two anomalies the same finding.
-
-    Reply-level: the class and the protocol's description of the fault (which names the request
-    type) with numbers blanked, since a wrong byte count is the same bug whatever the count.
-    Target-level: the class and the request type of the case that preceded it.
-    """
-    if anomaly.target_level:
-        return f"{anomaly.value}|{template}"
-    return f"{anomaly.value}|{re.sub(r'[0-9]+', '#', detail)[:160]}"
+        if self.known_finding_rate < 1:
+            raise OtfuzzError(f"--known-finding-rate must be 1 or more (1 sends every case), got {self.known_finding_rate}")
 
 
 @dataclass
@@ -104,6 +121,7 @@ class Snapshot:
     health: str
     elapsed: float
     remaining: float | None
+    findings: dict[str, int] = field(default_factory=dict)  # severity -> findings so far
 
 
 class Campaign:
@@ -138,6 +156,7 @@ class Campaign:
         self._inflight: set[int] = set()
         self._results: dict[int, tuple[str, str]] = {}
         self._history: deque[TestCase] = deque(maxlen=HISTORY_LIMIT)
+        self._answered: set[int] = set()  # case ids in the history that drew an answer
         self._lock = asyncio.Lock()
         self._running = asyncio.Event()
         self._running.set()
@@ -147,11 +166,22 @@ class Campaign:
         self._anomaly_counts: Counter[str] = Counter()
         # (case id, class) stored for cases a resume runs again: they must not be recorded twice.
         self._known: set[tuple[int, str]] = set()
-        self._signatures: dict[str, int] = {}
         self._health = "unknown"
         self._runners: list[CaseRunner] = []
         self.investigator = Investigator(self.protocol, self.probe, self._new_runner, self.process, config.recovery_timeout,
-                                         config.minimise_budget, self._log)
+                                         config.minimise_budget, self._log, grace=config.recovery_timeout)
+        self.book = FindingBook(config.known_finding_rate)
+        self.slow_threshold = float("inf")
+        # A late answer is awaited on a parked connection for the recovery timeout; never for
+        # single-association targets, where the next connection displaces the parked one.
+        self.grace = 0.0 if self.protocol.single_association else config.recovery_timeout
+        self.investigating_s = 0.0  # time spent replaying and minimising new findings while fuzzing
+        self._triggers: dict[bytes, Trigger] = {}
+        self._matches: dict[int, tuple[int, bool]] = {}
+        self._outages: deque[tuple[float, float]] = deque(maxlen=64)  # perf_counter spans of target-level anomalies
+        self._silent_types: set[str] = set()  # request types a healthy target left unanswered
+        self._first_confirmed: float | None = None  # campaign time of the first confirmation
+        self._known_s = 0.0  # time spent on occurrences of findings already confirmed  # case id -> (finding id, held back) until flushed
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -160,7 +190,7 @@ class Campaign:
 
     def _new_runner(self) -> CaseRunner:
         return CaseRunner(self.protocol, self.address, self.target.port, self.timeout, self.config.probe_deadline,
-                          silence_timeout=self.silence_timeout)
+                          silence_timeout=self.silence_timeout, grace=self.grace)
 
     def _log(self, kind: str, detail: str) -> None:
         self.store.event(round(self.elapsed(), 3), kind, detail)
@@ -198,15 +228,16 @@ class Campaign:
             # Auto timeout: generous against the learned latency, bounded for throughput.
             self.timeout = min(2.0, max(AUTO_TIMEOUT_FLOOR, baseline.p95 * 20))
         self.silence_timeout = min(self.timeout, self.config.silence_timeout or max(AUTO_SILENCE_FLOOR, baseline.p95 * 5))
+        self.slow_threshold = max(baseline.p95 * self.config.slow_factor, baseline.p95 + SLOW_FLOOR)
+        self.investigator.slow_threshold = self.slow_threshold
         if resume:
             self._next_id, self.elapsed_before = self.store.progress()
             self._cases_done = sum(sum(r.values()) for r in self.store.counts().values())
             self._anomaly_counts.update(self.store.anomaly_classes())
-            for anomaly_id, case_id, anomaly_class, signature in self.store.anomaly_keys():
+            for _, case_id, anomaly_class in self.store.anomaly_keys():
                 if case_id >= self._next_id:  # recorded, but its case re-runs now (killed before the flush)
                     self._known.add((case_id, anomaly_class))
-                if signature:
-                    self._signatures.setdefault(signature, anomaly_id)
+            self._load_findings()
             self._log("resume", f"resumed at case {self._next_id}")
         else:
             identity = await read_identity(self.protocol, self.address, self.target.port, self.config.probe_deadline)
@@ -220,6 +251,9 @@ class Campaign:
             "degradation_factor": self.config.degradation_factor,
             "case_timeout_ms": round(self.timeout * 1000, 3),
             "silence_timeout_ms": round(self.silence_timeout * 1000, 3),
+            "slow_reply_ms": round(self.slow_threshold * 1000, 3),
+            "slow_factor": self.config.slow_factor,
+            "late_reply_grace_ms": round(self.grace * 1000, 3),
         })
         self._set_status("running")
         self.t0 = time.monotonic()
@@ -336,23 +370,39 @@ class Campaign:
                     return
                 case = self.generator.case(case_id)
             case_id = case.case_id
+            if self.book.suppressing:
+                known, held = self.book.match(*self._case_triggers(case), may_send=self._known_within_share())
+                if known is not None:
+                    self._matches[case_id] = (known.id, held)
+                if held:
+                    # A confirmed finding's trigger: held back (counted, not sent) but one in N.
+                    self._results[case_id] = (case.group, "suppressed")
+                    self._cases_done += 1
+                    self._inflight.discard(case_id)
+                    continue
             await self.limiter.acquire()
             outcome = await runner.run(case, prefetch)
             self._results[case_id] = (case.group, outcome.kind.value)
             self._history.append(case)
+            if outcome.kind not in SILENT:
+                self._answered.add(case_id)
             self._cases_done += 1
             self._silent = self._silent + 1 if outcome.kind in (ReplyKind.NO_REPLY, ReplyKind.CLOSED) else 0
-            suspicious, candidate = first_look(outcome.kind, outcome.request_valid, self._silent)
+            slow = outcome.kind in ANSWERED and outcome.latency > self.slow_threshold
+            suspicious, candidate = first_look(outcome.kind, outcome.request_valid, self._silent, slow=slow)
             if self.process is not None and self.process.poll() is not None:
                 suspicious = True
+            late = runner.late_replies() if runner.has_late else []
             due = time.monotonic() - self._last_probe >= self.config.probe_interval
-            if suspicious or due:
+            if suspicious or due or late:
                 async with self._lock:
                     if self.stop_requested:
                         return  # another worker found the target down while this one waited
                     self._running.clear()
                     try:
                         await self._check_health(case, outcome, candidate if suspicious else None, runner)
+                        for reply in late:
+                            await self._late_reply(reply, runner)
                     except TargetDown:
                         self.stop_requested = True  # the other workers stop; the status says failed, not interrupted
                         raise
@@ -360,24 +410,102 @@ class Campaign:
                         self._running.set()
             self._inflight.discard(case_id)
 
+    def _known_within_share(self) -> bool:
+        """Known findings may take KNOWN_SHARE of the time since the first was confirmed: a crash
+        that costs a restart is then met again at most that often, however fast the rest goes."""
+        if self._first_confirmed is None:
+            return True
+        return self._known_s <= KNOWN_SHARE * max(1.0, self.elapsed() - self._first_confirmed)
+
+    def _case_triggers(self, case: TestCase) -> tuple[list[Trigger | str], list[Trigger | str]]:
+        """(the triggers of every frame of a case and its structural fault, those of its last
+        frame and fault): cached by frame, since boundary and structural cases repeat."""
+        fault: list[Trigger | str] = [fault_trigger(case.fault)] if case.fault else []
+        every: list[Trigger | str] = list(fault)
+        last: list[Trigger | str] = list(fault)
+        for n, frame in enumerate(case.frames):
+            for part in self._parts(frame):
+                trigger = self._triggers.get(part)
+                if trigger is None:
+                    if len(self._triggers) >= TRIGGER_CACHE:
+                        self._triggers.clear()
+                    trigger = self._triggers[part] = trigger_of(self.protocol, part)
+                every.append(trigger)
+                if n == len(case.frames) - 1 and part is frame:
+                    last.append(trigger)
+        return every, last
+
+    def _parts(self, frame: bytes, limit: int = 8) -> list[bytes]:
+        """A frame and the frames hidden after its first by the protocol's own framing: a short
+        length field makes the target read the rest as further requests."""
+        parts = [frame]
+        rest = frame
+        for _ in range(limit):
+            size = self.protocol.frame_length(rest)
+            if size is None or not 0 < size < len(rest):
+                break
+            rest = rest[size:]
+            parts.append(rest)
+        return parts
+
+    async def _await_late_answer(self, case: TestCase, outcome: CaseOutcome, runner: CaseRunner) -> None:
+        """A valid request went unanswered while the target is healthy: wait out its grace
+        window for the answer, once per request type. A type that stays silent is only watched
+        in the background from then on, so a device that ignores some valid requests costs one
+        wait per type, not one per case."""
+        until = runner.parked_until(case.case_id) if outcome.kind is ReplyKind.NO_REPLY else None
+        if until is None:
+            return
+        request_type = self._case_triggers(case)[1][-1]
+        kind = request_type.request_type if isinstance(request_type, Trigger) else str(request_type)
+        if kind in self._silent_types:
+            return
+        late = await runner.await_late(case.case_id, until)
+        if late is None:
+            self._silent_types.add(kind)
+            self._log("silent", f"{kind}: a valid request was not answered within {self.grace:g} s while the target was healthy")
+            return
+        await self._late_reply(late, runner)
+
+    async def _late_reply(self, late: LateReply, runner: CaseRunner) -> None:
+        """A valid request answered after the case timeout: a slow reply if the probe is healthy."""
+        if late.case is None or late.latency <= self.slow_threshold or late.kind not in ANSWERED:
+            return  # late only against our tight timeout, or not an answer: nothing to report
+        if any(start < late.sent_at + late.latency and end > late.sent_at for start, end in self._outages):
+            return  # the target was down or hung while this answer waited: it says nothing of the request
+        outcome = CaseOutcome(late.kind, f"answered after {late.latency * 1000:.0f} ms: {late.detail}", late.reply,
+                              late.latency, len(late.case.frames) - 1)
+        await self._check_health(late.case, outcome, AnomalyClass.SLOW_REPLY, runner)
+
     async def _check_health(self, case: TestCase, outcome: CaseOutcome, candidate: AnomalyClass | None,
                             runner: CaseRunner) -> None:
+        started, perf_started = time.monotonic(), time.perf_counter()
         diagnosis = await self.investigator.diagnose(candidate)
         for result in diagnosis.probes:
             self._record_probe(result)
         self._last_probe = time.monotonic()
         if diagnosis.anomaly is None:
             self._history.clear()
+            self._answered.clear()
             self._silent = 0
+            await self._await_late_answer(case, outcome, runner)
             return
+        anomaly = diagnosis.anomaly
         for each in self._runners:
-            each.drop()
+            # After a target-level anomaly a late answer means nothing; after a reply-level one,
+            # parked connections still wait for theirs.
+            each.drop() if anomaly.target_level else each.drop_current()
         # Target-level: everything since the last healthy probe; reply-level: what this connection
-        # carried, since a reply can depend on the session state earlier cases left behind.
-        history = list(self._history) if diagnosis.anomaly.target_level else list(runner.history)
+        # carried, since a reply can depend on the session state earlier cases left behind; a
+        # late answer: its own case (its connection carried nothing after it).
+        if anomaly.target_level:
+            history = list(self._history)
+        elif anomaly is AnomalyClass.SLOW_REPLY:
+            history = [case]
+        else:
+            history = list(runner.history)
         if not history or history[-1].case_id != case.case_id:
             history.append(case)
-        anomaly = diagnosis.anomaly
         if outcome.frame_index < len(case.frames) - 1:
             # A prefix frame drew the reply: that frame, not the rest of the case, is the trigger.
             case = replace(case, frames=case.frames[: outcome.frame_index + 1])
@@ -388,7 +516,15 @@ class Campaign:
                 raise TargetDown(f"target stopped answering after case {case.case_id} ({anomaly.value}); restart it and "
                                  f"continue with: otfuzz run --resume {self.run_dir}")
             self._history.clear()
+            self._answered.clear()
             return
+        # The case a target-level anomaly is noticed after is often not its cause: a server that
+        # stalls on a malformed frame is found out by the valid request after it. The suspect is
+        # the last case since the last healthy probe that broke a rule (else the last case).
+        suspect = self._suspect(history) if anomaly.target_level else case
+        trigger = trigger_of(self.protocol, suspect.frames[-1])
+        evidence = diagnosis.evidence
+        key = finding_key(self.protocol.name, anomaly.value, trigger, evidence)
         record: dict[str, Any] = {
             "case_id": case.case_id,
             "group": case.group,
@@ -403,38 +539,220 @@ class Campaign:
             "reply_detail": outcome.detail,
             "request_problems": list(outcome.request_problems),
             "timings": {"latency_ms": round(outcome.latency * 1000, 3), "case_timeout_ms": round(self.timeout * 1000, 3),
-                        "probe_slow_threshold_ms": round(self.probe.slow_threshold * 1000, 3)},
+                        "probe_slow_threshold_ms": round(self.probe.slow_threshold * 1000, 3),
+                        "slow_reply_ms": round(self.slow_threshold * 1000, 3)},
             "probes": [p.as_record(self.t0 - self.elapsed_before) for p in diagnosis.probes],
             "reproducible": False,
-            "confirmation": {"status": "pending"},
+            "confirmation": {"status": "pending" if self.config.confirm else "skipped"},
             "reproducer": {"case_ids": [c.case_id for c in history], "frames_hex": [f.hex() for c in history for f in c.frames],
                            "minimised": False},
             "target_exit": diagnosis.exit.as_record() if diagnosis.exit else None,
+            "target_evidence": evidence.as_record() if evidence else None,
             "history_case_ids": [c.case_id for c in history],
+            "trigger_frames": len(case.frames),
+            "trigger": trigger.text,
+            "suspect_case_id": suspect.case_id,
+            "suspect_frames_hex": [f.hex() for f in suspect.frames],
+            "fault": suspect.fault,
+            "key": key,
         }
-        signature = anomaly_signature(anomaly, case.template, outcome.detail)
-        record["signature"] = signature
-        record["trigger_frames"] = len(case.frames)
-        first_id = self._signatures.get(signature)
-        if first_id is not None:
-            record["duplicate_of"] = first_id
-        if not self.config.confirm:
-            record["confirmation"] = {"status": "skipped"}
-        anomaly_id = self.store.add_anomaly(case.case_id, case.group, anomaly.value, record)
-        if first_id is None:
-            self._signatures[signature] = anomaly_id
+        state = self.book.lookup(key)
+        new = state is None
+        if state is None:
+            state = self._new_finding(key, anomaly, trigger.text, record)
+        elif not anomaly.target_level:
+            # A reply answers its own request: the case is the trigger, no replay needed to know it.
+            self._learn_trigger(state, trigger.text, suspect.fault, trigger.request_type)
+        anomaly_id = self.store.add_anomaly(case.case_id, case.group, anomaly.value, record, state.id)
         self._anomaly_counts[anomaly.value] += 1
-        self._log("anomaly", f"#{anomaly_id} {anomaly.value} at case {case.case_id}: {case.description}")
+        self._log("anomaly", f"#{anomaly_id} {anomaly.value} at case {case.case_id} (finding {state.id}): {case.description}")
         if anomaly.target_level or not (diagnosis.probes and diagnosis.probes[-1].ok):
             if not await self.investigator.restore():
                 raise TargetDown(
                     f"target stopped answering after case {case.case_id} ({anomaly.value}) and did not recover within "
                     f"{self.config.recovery_timeout:g} s; restart it and continue with: otfuzz run --resume {self.run_dir}"
                 )
+        record["handling_s"] = round(time.monotonic() - started, 3)
+        if state.confirmed:
+            self._known_s += time.monotonic() - started
+        self.store.update_anomaly(anomaly_id, record)
         self._history.clear()
+        self._answered.clear()
         self._silent = 0
+        if new and self.config.confirm and self._may_investigate():
+            await self._investigate(state, anomaly_id, time.monotonic() + FINDING_INVESTIGATION_S)
+        elif (anomaly.target_level and state.confirmed and evidence is not None and evidence.strong
+              and trigger.text not in state.triggers and self.config.confirm and self._may_investigate()):
+            spent = await self._verify_trigger(state, suspect, trigger.text, trigger.request_type, evidence)
+            self._known_s += spent
+            record["investigation_s"] = round(spent, 3)
+            self.store.update_anomaly(anomaly_id, record)
+        if anomaly.target_level or new:
+            # Down, restarted or replaying: answers that waited through this say nothing of their request.
+            self._outages.append((perf_started, time.perf_counter()))
         self._last_probe = time.monotonic()
         self._health = "ok"
+
+    # -- findings -------------------------------------------------------------------------------
+
+    def _new_finding(self, key: str, anomaly: AnomalyClass, trigger: str, record: dict[str, Any]) -> FindingState:
+        frames = [bytes.fromhex(h) for h in record["suspect_frames_hex"]]
+        evidence = TargetEvidence.from_record(record["target_evidence"])
+        finding = {
+            "key": key, "aliases": [key], "triggers": [trigger],
+            **describe(self.protocol, anomaly.value, frames, evidence, record["reply_detail"], record["timings"]["latency_ms"]),
+            "confirmation": {"status": "pending" if self.config.confirm else "not tried"},
+            "reproducer": {"case_ids": [record["suspect_case_id"]], "frames_hex": record["suspect_frames_hex"], "minimised": False},
+            "target_evidence": record["target_evidence"],
+            "reply_detail": record["reply_detail"],
+            "latency_ms": record["timings"]["latency_ms"],
+            "merged": [],
+            "first_anomaly_id": None,
+        }
+        fid = self.store.add_finding(key, anomaly.value, finding)
+        state = FindingState(fid, key, anomaly.value, aliases={key}, triggers={trigger})
+        self.book.add(state)
+        return state
+
+    def _save_finding_index(self, state: FindingState) -> None:
+        finding = self.store.finding(state.id)
+        if finding is not None:
+            finding.update(self._index_of(state))
+            self.store.update_finding(state.id, finding)
+
+    def _suspect(self, history: list[TestCase]) -> TestCase:
+        """The case a target that stopped answering most likely choked on: the first case of the
+        trailing run that drew no answer, preferring one that broke a rule; else the last case."""
+        run: list[TestCase] = []
+        for case in reversed(history):
+            if case.case_id in self._answered:
+                break
+            run.append(case)
+        for case in reversed(run):
+            if case.fault or trigger_of(self.protocol, case.frames[-1]).rules:
+                return case
+        return run[-1] if run else history[-1]
+
+    def _learn_trigger(self, state: FindingState, trigger: str, fault: str, request_type: str) -> None:
+        """An input known to reach the finding: suppression holds it back once confirmed."""
+        changed = trigger not in state.triggers
+        self.book.add_trigger(state, trigger)
+        if fault:
+            changed = self.book.note_fault(state, fault, request_type) or changed
+        if changed:
+            self._save_finding_index(state)
+
+    async def _verify_trigger(self, state: FindingState, suspect: TestCase, trigger: str, request_type: str,
+                              evidence: TargetEvidence) -> float:
+        """A confirmed finding, reached through a new input by the target's own evidence: replay
+        the suspect alone once, so that suppression learns only inputs that really reach it."""
+        started = time.monotonic()
+        try:
+            result = await self.investigator.confirm_and_minimise(AnomalyClass(state.anomaly_class), [suspect], minimise=False,
+                                                                  evidence=evidence.report,
+                                                                  deadline=time.monotonic() + FINDING_INVESTIGATION_S)
+        finally:
+            self.investigating_s += time.monotonic() - started
+        if result["reproducible"]:
+            self._learn_trigger(state, trigger, suspect.fault, request_type)
+        return time.monotonic() - started
+
+    @staticmethod
+    def _index_of(state: FindingState) -> dict[str, Any]:
+        """What the book knows of a finding, as it is stored for --resume."""
+        return {"key": state.key, "aliases": sorted(state.aliases), "triggers": sorted(state.triggers),
+                "faults": {fault: sorted(types) for fault, types in sorted(state.faults.items())}}
+
+    def _may_investigate(self) -> bool:
+        """New findings are replayed and minimised at once, unless that has taken most of the run."""
+        return self.investigating_s <= INVESTIGATION_SHARE * max(self.elapsed(), 10.0)
+
+    async def _investigate(self, state: FindingState, anomaly_id: int, deadline: float) -> None:
+        """Confirm a new finding by replay and minimise its reproducer, then key it by what the
+        minimised reproducer does; a finding whose key another already has is merged into it."""
+        record = self.store.anomaly(anomaly_id)
+        finding = self.store.finding(state.id)
+        if record is None or finding is None:
+            return
+        started = time.monotonic()
+        evidence = TargetEvidence.from_record(record.get("target_evidence"))
+        report = evidence.report if evidence is not None and evidence.strong else None
+        self._health = f"ok; investigating finding {state.id}"
+        try:
+            result = await self.investigator.confirm_and_minimise(
+                AnomalyClass(record["class"]), self._history_of(record), True, report, deadline,
+                suspect=self._suspect_of(record))
+        finally:
+            self.investigating_s += time.monotonic() - started
+        record["investigation_s"] = round(float(record.get("investigation_s") or 0) + time.monotonic() - started, 3)
+        record.update(result)
+        record["confirmation"]["status"] = "confirmed" if result["reproducible"] else "not reproduced"
+        self.store.update_anomaly(anomaly_id, record)
+        finding["first_anomaly_id"] = finding.get("first_anomaly_id") or anomaly_id
+        finding["confirmation"] = {**result["confirmation"], "status": record["confirmation"]["status"], "anomaly_id": anomaly_id}
+        if not result["reproducible"]:
+            self.store.update_finding(state.id, finding)
+            return
+        finding["reproducer"] = result["reproducer"]
+        frames = [bytes.fromhex(h) for h in result["reproducer"]["frames_hex"]]
+        finding.update(describe(self.protocol, record["class"], frames, evidence, record["reply_detail"],
+                                record["timings"]["latency_ms"]))
+        final = trigger_of(self.protocol, frames[-1])
+        key = finding_key(self.protocol.name, record["class"], final, evidence)
+        triggers = {final.text}
+        alone = result["reproducer"]["case_ids"] == [record.get("suspect_case_id", record["case_id"])]
+        if alone:
+            triggers.add(record["trigger"])  # the suspect alone reproduced it: its own input triggers it too
+        other = self.book.lookup(key)
+        if other is not None and other.id != state.id:
+            into = self.store.finding(other.id)
+            if into is not None:
+                into.setdefault("merged", []).append({
+                    "id": state.id, "key": state.key, "anomaly_id": anomaly_id,
+                    "reason": "its minimised reproducer gives the same key"})
+                self.book.merge(state, other)
+                self.book.confirm(other, triggers)
+                if alone and record.get("fault"):
+                    self.book.note_fault(other, record["fault"], Trigger.parse(record["trigger"]).request_type)
+                if into.get("confirmation", {}).get("status") != "confirmed":
+                    into.update({k: finding[k] for k in ("confirmation", "reproducer", "title", "request_type",
+                                                          "violated_rules", "problems", "request")})
+                into.setdefault("confirmed_elapsed_s", round(self.elapsed(), 3))
+                into.update(self._index_of(other))
+                self.store.merge_findings(state.id, other.id, into)
+                if other.confirmed:
+                    self._known_s += time.monotonic() - started
+                self._log("finding-merged", f"finding {state.id} is finding {other.id} ({key})")
+                return
+        self.book.rekey(state, key)
+        self.book.confirm(state, triggers)
+        if alone and record.get("fault"):
+            self.book.note_fault(state, record["fault"], Trigger.parse(record["trigger"]).request_type)
+        finding.update(self._index_of(state))
+        finding.setdefault("confirmed_elapsed_s", round(self.elapsed(), 3))
+        if self._first_confirmed is None:
+            self._first_confirmed = self.elapsed()
+        self.store.update_finding(state.id, finding)
+        self._log("finding", f"finding {state.id} confirmed: {finding['title']}")
+
+    def _load_findings(self) -> None:
+        """Rebuild the book from the store on --resume: keys, triggers and suppression counters."""
+        counts = self.store.suppression_counts()
+        confirmed_at: dict[int, float] = {}
+        for finding in self.store.findings():
+            status = (finding.get("confirmation") or {}).get("status")
+            state = FindingState(finding["id"], finding["key"], finding["class"], set(finding.get("aliases") or []),
+                                 set(finding.get("triggers") or []), status == "confirmed",
+                                 faults={k: set(v) for k, v in (finding.get("faults") or {}).items()})
+            state.skipped, state.matched = state.committed = counts.get(finding["id"], (0, 0))
+            self.book.add(state)
+            at = finding.get("confirmed_elapsed_s")
+            if at is not None:
+                confirmed_at[finding["id"]] = float(at)
+        if confirmed_at:
+            self._first_confirmed = min(confirmed_at.values())
+            self._known_s = sum(spent for fid, t, spent in self.store.occurrence_times()
+                                if fid in confirmed_at and t >= confirmed_at[fid])
 
     # -- confirmation phase ---------------------------------------------------------------------
 
@@ -444,39 +762,78 @@ class Campaign:
         cases[-1] = replace(cases[-1], frames=cases[-1].frames[: record.get("trigger_frames", len(cases[-1].frames))])
         return cases
 
-    async def confirm_pending(self) -> None:
-        """Replay every anomaly still pending; the first of each signature is also minimised.
+    def _suspect_of(self, record: dict[str, Any]) -> TestCase | None:
+        suspect = record.get("suspect_case_id")
+        if suspect is None or suspect == record["case_id"]:
+            return None
+        return self.generator.case(int(suspect))
 
-        Runs after fuzzing, so confirmation never slows the campaign and every trial starts from
-        a healthy target. Bounded by the confirmation time budget; what it cannot reach keeps
-        an honest status.
+    async def confirm_pending(self) -> None:
+        """After fuzzing: every finding not yet investigated first (most severe first), then one
+        more occurrence of each finding in turn, until the confirmation budget is spent.
+
+        Every trial starts from a healthy target. The budget is never spent on a second
+        occurrence while a finding is untried; what it cannot reach keeps an honest status.
         """
-        pending = self.store.pending_anomaly_ids()  # ids only: records are read one at a time
-        if not pending:
-            return
-        self._log("confirmation", f"confirming {len(pending)} anomalies")
         deadline = time.monotonic() + self.config.confirm_time
-        for done, anomaly_id in enumerate(pending):
-            self._health = f"ok; confirming anomalies {done}/{len(pending)}"
-            if self.stop_requested:
-                return
-            record = self.store.anomaly(anomaly_id)
-            assert record is not None
-            if time.monotonic() > deadline:
-                record["confirmation"] = {"status": "not replayed: confirmation time budget exhausted",
-                                          "budget_s": self.config.confirm_time}
-                self.store.update_anomaly(record["id"], record)
+        pending = [f for f in self.store.findings() if (f.get("confirmation") or {}).get("status") == "pending"]
+        pending.sort(key=lambda f: (SEVERITY_ORDER.index(severity(f["class"])), f["id"]))
+        if pending:
+            self._log("confirmation", f"investigating {len(pending)} findings")
+        for n, finding in enumerate(pending):
+            if self.stop_requested or time.monotonic() > deadline:
+                break
+            state = self.book.findings.get(finding["id"])
+            ids = self.store.finding_anomaly_ids(finding["id"])
+            if state is None or not ids:
                 continue
+            self._health = f"ok; investigating findings {n}/{len(pending)}"
             try:
-                result = await self.investigator.confirm_and_minimise(
-                    AnomalyClass(record["class"]), self._history_of(record), minimise="duplicate_of" not in record)
-            except TargetDown as exc:
-                record["confirmation"] = {"status": f"target did not come back for confirmation: {exc}"}
-                self.store.update_anomaly(record["id"], record)
+                await self._investigate(state, ids[0], min(deadline, time.monotonic() + FINDING_INVESTIGATION_S))
+            except TargetDown:
+                self._mark_finding(finding["id"], "not tried: target did not come back for confirmation")
                 raise
-            record.update(result)
-            record["confirmation"]["status"] = "confirmed" if result["reproducible"] else "not reproduced"
-            self.store.update_anomaly(record["id"], record)
+        for finding in self.store.findings():
+            if (finding.get("confirmation") or {}).get("status") == "pending":
+                self._mark_finding(finding["id"], "not tried: confirmation time budget exhausted")
+        queues: dict[int, list[int]] = {}
+        for anomaly_id, finding_id in self.store.pending_occurrences():
+            queues.setdefault(finding_id or 0, []).append(anomaly_id)
+        if queues:
+            self._log("confirmation", f"replaying {sum(map(len, queues.values()))} further occurrences")
+        while queues and not self.stop_requested:
+            for finding_id in list(queues):
+                anomaly_id = queues[finding_id].pop(0)
+                if not queues[finding_id]:
+                    del queues[finding_id]
+                await self._confirm_occurrence(anomaly_id, deadline)
+
+    def _mark_finding(self, finding_id: int, status: str) -> None:
+        finding = self.store.finding(finding_id)
+        if finding is not None:
+            finding["confirmation"] = {**(finding.get("confirmation") or {}), "status": status}
+            self.store.update_finding(finding_id, finding)
+
+    async def _confirm_occurrence(self, anomaly_id: int, deadline: float) -> None:
+        record = self.store.anomaly(anomaly_id)
+        if record is None or record.get("confirmation", {}).get("status") != "pending":
+            return
+        if time.monotonic() > deadline:
+            record["confirmation"] = {"status": "not replayed: confirmation time budget exhausted", "budget_s": self.config.confirm_time}
+            self.store.update_anomaly(anomaly_id, record)
+            return
+        evidence = TargetEvidence.from_record(record.get("target_evidence"))
+        report = evidence.report if evidence is not None and evidence.strong else None
+        try:
+            result = await self.investigator.confirm_and_minimise(AnomalyClass(record["class"]), self._history_of(record),
+                                                                  minimise=False, evidence=report)
+        except TargetDown as exc:
+            record["confirmation"] = {"status": f"target did not come back for confirmation: {exc}"}
+            self.store.update_anomaly(anomaly_id, record)
+            raise
+        record.update(result)
+        record["confirmation"]["status"] = "confirmed" if result["reproducible"] else "not reproduced"
+        self.store.update_anomaly(anomaly_id, record)
 
     # -- persistence and progress ---------------------------------------------------------------
 
@@ -485,6 +842,16 @@ class Campaign:
         for case_id in [c for c in self._results if c < watermark]:
             group, reply = self._results.pop(case_id)
             self.store.count(group, reply)
+        touched: set[int] = set()
+        for case_id in [c for c in self._matches if c < watermark]:
+            finding_id, held = self._matches.pop(case_id)
+            state = self.book.resolve(finding_id)
+            if state is not None:
+                state.committed = (state.committed[0] + held, state.committed[1] + 1)
+                touched.add(state.id)
+        for finding_id in touched:
+            state = self.book.findings[finding_id]
+            self.store.suppressed(finding_id, *state.committed)
         done = self._cases_done - len(self._results)
         self.store.flush(watermark, round(self.elapsed(), 3), (round(self.elapsed(), 3), done, sum(self._anomaly_counts.values())))
 
@@ -503,7 +870,9 @@ class Campaign:
                 rate = (self._cases_done - last_cases) / max(now - last_t, 1e-9)
                 last_cases, last_t = self._cases_done, now
                 remaining = None if self.config.duration is None else max(0.0, self.config.duration - self.elapsed())
-                self.on_progress(Snapshot(self._cases_done, rate, dict(self._anomaly_counts), self._health, self.elapsed(), remaining))
+                by_severity: Counter[str] = Counter(severity(f.anomaly_class) for f in self.book.findings.values())
+                self.on_progress(Snapshot(self._cases_done, rate, dict(self._anomaly_counts), self._health, self.elapsed(),
+                                          remaining, dict(by_severity)))
 
 
 def run_campaign(config: CampaignConfig, run_dir: Path, resume: bool,

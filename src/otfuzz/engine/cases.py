@@ -23,6 +23,7 @@ class TestCase:
     frames: tuple[bytes, ...]
     template: str
     description: str
+    fault: str = ""  # the structural fault of the last frame, when the case carries one
 
     @property
     def request(self) -> bytes:

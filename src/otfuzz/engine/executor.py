@@ -2,12 +2,15 @@
 
 One `CaseRunner` per worker: it keeps its connection across cases (reuse is most of the speed)
 and drops it whenever the stream may be out of step (no reply, malformed reply, close), so a
-late answer to one case is never taken for the answer to the next.
+late answer to one case is never taken for the answer to the next. A valid request left
+unanswered is not simply dropped: its connection is parked, carrying nothing else, until its
+grace window ends, so that a late answer is still read, timed and attributed to its own case.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,10 +31,12 @@ class CaseOutcome:
     latency: float
     frame_index: int
     request_problems: tuple[str, ...] = ()
+    framed: bool = True  # the frame is exactly one frame by the protocol's own framing
 
     @property
     def request_valid(self) -> bool:
-        return not self.request_problems
+        """A valid request, alone in its frame: what a healthy target must answer."""
+        return not self.request_problems and self.framed
 
     def as_record(self) -> dict[str, object]:
         return {
@@ -58,9 +63,35 @@ async def read_identity(protocol: Protocol, host: str, port: int, timeout: float
     return identity
 
 
+@dataclass
+class Parked:
+    """A connection whose valid request went unanswered within the case timeout."""
+
+    conn: Connection
+    case: TestCase | None
+    frame: bytes
+    sent_at: float  # perf_counter when the frame was written
+    until: float  # perf_counter when the grace window ends
+
+
+@dataclass(frozen=True)
+class LateReply:
+    """An answer that came after the case timeout, within the grace window."""
+
+    case: TestCase | None
+    frame: bytes
+    reply: bytes
+    latency: float
+    kind: ReplyKind
+    detail: str
+    sent_at: float = 0.0  # perf_counter when its request was written
+
+
 class CaseRunner:
+    MAX_PARKED = 1  # an open connection each: fragile devices have few connection slots
+
     def __init__(self, protocol: Protocol, host: str, port: int, timeout: float, connect_timeout: float = 2.0,
-                 history_limit: int = 256, silence_timeout: float | None = None) -> None:
+                 history_limit: int = 256, silence_timeout: float | None = None, grace: float = 0.0) -> None:
         self.protocol = protocol
         self.host = host
         self.port = port
@@ -73,26 +104,80 @@ class CaseRunner:
         self.conn: Connection | None = None
         # Cases sent on the current connection, oldest first: the state a reply may depend on.
         self.history: deque[TestCase] = deque(maxlen=history_limit)
+        # Seconds a valid request's late answer is still awaited (0: drop it at the timeout).
+        self.grace = grace
+        self.parked: list[Parked] = []
+        self._late: list[LateReply] = []
+        self._case: TestCase | None = None
 
     async def connect(self, opening: bool = True) -> Connection:
         if not opening:  # a case about the state before the handshake gets a connection of its own
-            self.drop()
+            self.drop_current()
             self.history.clear()
             self.conn = await open_connection(self.protocol, self.host, self.port, self.connect_timeout, opening=False)
         elif self.conn is None or not self.conn.alive:
-            self.drop()
+            self.drop_current()
             self.history.clear()
             self.conn = await open_connection(self.protocol, self.host, self.port, self.connect_timeout)
         return self.conn
 
     def drop(self) -> None:
+        """Close the connection and every parked one; answers that had already arrived on a
+        parked connection are kept for `late_replies` (replay decides what they mean)."""
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        self._harvest(close_all=True)
+
+    def late_replies(self) -> list[LateReply]:
+        """Late answers that arrived on parked connections; expired ones are closed."""
+        self._harvest(close_all=False)
+        found, self._late = self._late, []
+        return found
+
+    async def await_late(self, case_id: int, until: float) -> LateReply | None:
+        """Wait (up to perf_counter `until`) for the late answer to one parked case."""
+        while True:
+            self._harvest(close_all=False)
+            for late in self._late:
+                if late.case is not None and late.case.case_id == case_id:
+                    self._late.remove(late)
+                    return late
+            if not any(p.case is not None and p.case.case_id == case_id for p in self.parked) or time.perf_counter() >= until:
+                return None
+            await asyncio.sleep(0.005)
+
+    def parked_until(self, case_id: int) -> float | None:
+        return next((p.until for p in self.parked if p.case is not None and p.case.case_id == case_id), None)
+
+    @property
+    def has_late(self) -> bool:
+        return bool(self.parked or self._late)
+
+    def _harvest(self, close_all: bool) -> None:
+        now = time.perf_counter()
+        kept: list[Parked] = []
+        for parked in self.parked:
+            late = parked.conn.late_reply()
+            if late is not None:
+                reply, arrived = late
+                verdict = self.protocol.classify(parked.frame, reply)
+                self._late.append(LateReply(parked.case, parked.frame, reply, arrived - parked.sent_at, verdict.kind,
+                                            verdict.detail, parked.sent_at))
+                parked.conn.close()
+            elif close_all or now >= parked.until or not parked.conn.alive:
+                parked.conn.close()
+            else:
+                kept.append(parked)
+        self.parked = kept
 
     async def run(self, case: TestCase, meanwhile: Callable[[], object] | None = None) -> CaseOutcome:
         """Run a case; `meanwhile` runs once while the target works on the first frame."""
-        outcome = await self.run_frames(case.frames, meanwhile)
+        self._case = case
+        try:
+            outcome = await self.run_frames(case.frames, meanwhile)
+        finally:
+            self._case = None
         self.history.append(case)
         return outcome
 
@@ -107,14 +192,14 @@ class CaseRunner:
             return CaseOutcome(ReplyKind.NO_REPLY, "connect timed out", None, 0.0, 0)
         except ConnectionError as exc:
             return CaseOutcome(ReplyKind.CLOSED, f"connection failed: {exc}", None, 0.0, 0)
-        except OSError as exc:
-            return CaseOutcome(ReplyKind.RESET, f"connect failed: {exc.strerror or exc}", None, 0.0, 0)
+        except OSError as exc:  # not a refusal: our side (ports, descriptors) or the network
+            return CaseOutcome(ReplyKind.NO_REPLY, f"connect failed: {exc.strerror or exc}", None, 0.0, 0)
         last = len(frames) - 1
         try:
             return await self._exchange_all(conn, frames, last, meanwhile)
         finally:
             if not opening:
-                self.drop()  # never reuse a connection that skipped the handshake
+                self.drop_current()  # never reuse a connection that skipped the handshake
 
     async def _exchange_all(self, conn: Connection, frames: tuple[bytes, ...] | list[bytes], last: int,
                             meanwhile: Callable[[], object] | None) -> CaseOutcome:
@@ -135,11 +220,11 @@ class CaseRunner:
                     if problems:
                         kind, detail = ReplyKind.SPEC_VIOLATION, "answered normally: " + "; ".join(problems)
                 if kind is ReplyKind.MALFORMED:
-                    self.drop()
+                    self.drop_current()
                 else:
-                    framed = protocol.frame_length(frame)
-                    if framed is not None and framed != len(frame):
-                        self.drop()  # more (or fewer) bytes than one frame: the stream is out of step
+                    framed_at = protocol.frame_length(frame)
+                    if framed_at is not None and framed_at != len(frame):
+                        self.drop_current()  # more (or fewer) bytes than one frame: the stream is out of step
                 if index < last and kind in (ReplyKind.NORMAL, ReplyKind.EXCEPTION):
                     continue
                 return CaseOutcome(kind, detail, exchange.reply, exchange.latency, index, problems)
@@ -147,18 +232,35 @@ class CaseRunner:
                 if index < last:
                     continue
                 return CaseOutcome(ReplyKind.NO_REPLY, "no reply expected", None, 0.0, index)
-            self.drop()
+            framed = protocol.frame_length(frame) in (None, len(frame))
+            problems = tuple(protocol.check_request(frame))
+            if exchange.outcome == "timeout" and not exchange.leftover:
+                required = protocol.silence_violation(frame)
+                if required:
+                    self.drop_current()
+                    return CaseOutcome(ReplyKind.SPEC_VIOLATION, f"no answer: {required}", None, exchange.latency, index,
+                                       problems, framed)
+                if self.grace > 0 and framed and not problems and self.conn is conn and len(self.parked) < self.MAX_PARKED:
+                    # A valid request unanswered: park its connection (it carries nothing else) so
+                    # a late answer is still read and timed; the next case gets a fresh connection.
+                    # With no parking space left, the oldest keeps its chance and this one is dropped.
+                    self.conn = None
+                    sent = time.perf_counter() - exchange.latency
+                    self.parked.append(Parked(conn, self._case, frame, sent, sent + self.grace))
+                    return CaseOutcome(ReplyKind.NO_REPLY, "timeout", None, exchange.latency, index, problems, framed)
+            self.drop_current()
             if exchange.outcome == "timeout":
                 if exchange.leftover:
                     return CaseOutcome(ReplyKind.MALFORMED, f"incomplete reply of {len(exchange.leftover)} bytes",
-                                       exchange.leftover, exchange.latency, index, tuple(protocol.check_request(frame)))
+                                       exchange.leftover, exchange.latency, index, problems, framed)
                 kind = ReplyKind.NO_REPLY
-                required = protocol.silence_violation(frame)
-                if required:
-                    return CaseOutcome(ReplyKind.SPEC_VIOLATION, f"no answer: {required}", None, exchange.latency, index,
-                                       tuple(protocol.check_request(frame)))
             else:
                 kind = ReplyKind.RESET if exchange.outcome == "reset" else ReplyKind.CLOSED
-            return CaseOutcome(kind, exchange.outcome, exchange.leftover or None, exchange.latency, index,
-                               tuple(protocol.check_request(frame)))
+            return CaseOutcome(kind, exchange.outcome, exchange.leftover or None, exchange.latency, index, problems, framed)
         raise AssertionError("a case has at least one frame")
+
+    def drop_current(self) -> None:
+        """Close the case connection only; parked connections wait out their grace window."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None

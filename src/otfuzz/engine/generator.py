@@ -62,4 +62,4 @@ class CaseGenerator:
                 made = strategy.make(rng.randrange(1 << 30), rng)
             else:
                 return TestCase(case_id, group, (self._fallback,), "probe", "read-only fallback: valid probe request")
-        return TestCase(case_id, group, made.frames, made.template, made.description)
+        return TestCase(case_id, group, made.frames, made.template, made.description, made.fault)

@@ -19,11 +19,14 @@ from dataclasses import dataclass, field
 
 from otfuzz.engine.cases import TestCase
 from otfuzz.engine.executor import CaseOutcome, CaseRunner
-from otfuzz.engine.minimise import ddmin
+from otfuzz.engine.findings import TargetEvidence, crash_report, stack_evidence
+from otfuzz.engine.minimise import ddmin, simpler_frames
 from otfuzz.monitor.anomaly import REPLY_CANDIDATES, AnomalyClass
 from otfuzz.monitor.probe import HealthProbe, ProbeResult
 from otfuzz.monitor.process import ExitInfo, TargetProcess
-from otfuzz.protocols.base import Protocol
+from otfuzz.protocols.base import Protocol, ReplyKind
+
+ANSWERED = (ReplyKind.NORMAL, ReplyKind.EXCEPTION, ReplyKind.SPEC_VIOLATION)
 
 
 @dataclass
@@ -33,6 +36,13 @@ class Diagnosis:
     exit: ExitInfo | None = None
     recovered: bool = True
     note: str = ""
+    evidence: TargetEvidence | None = None  # what the target process itself showed
+
+
+def exit_evidence(info: ExitInfo) -> TargetEvidence:
+    """How a process died, with the top of its crash report if it printed one."""
+    excerpt = "\n".join(info.stderr.splitlines()[-40:])
+    return TargetEvidence(info.signal, info.returncode, crash_report(info.stderr), excerpt)
 
 
 class TargetDown(Exception):
@@ -42,8 +52,10 @@ class TargetDown(Exception):
 class Investigator:
     def __init__(self, protocol: Protocol, probe: HealthProbe, runner_factory: Callable[[], CaseRunner],
                  process: TargetProcess | None, recovery_timeout: float, minimise_budget: int,
-                 log: Callable[[str, str], None], start_timeout: float = 15.0) -> None:
+                 log: Callable[[str, str], None], start_timeout: float = 15.0, grace: float = 10.0) -> None:
         self.protocol = protocol
+        self.grace = grace  # how long a late answer is awaited when replaying a slow reply
+        self.slow_threshold = float("inf")  # set by the campaign from the probe baseline
         self.probe = probe
         self.runner_factory = runner_factory
         self.process = process
@@ -55,25 +67,50 @@ class Investigator:
     # -- diagnosis ----------------------------------------------------------------------------
 
     async def diagnose(self, candidate: AnomalyClass | None) -> Diagnosis:
-        """Probe the target and name what is wrong (None: healthy and nothing to report)."""
+        """Probe the target and name what is wrong (None: healthy and nothing to report).
+
+        Crash means the process exited or connections are refused, nothing else: a live target
+        that accepts connections and does not answer hangs (it comes back by itself within the
+        recovery timeout) or is unresponsive-after (it does not), whoever restarts it. While a
+        target otfuzz started hangs, its stacks are taken: where it is stuck buckets the hang.
+        """
         first = await self.probe.check()
         probes = [first]
         exit_info = self.process.poll() if self.process else None
-        if exit_info is not None or first.reason == "refused":
-            return Diagnosis(AnomalyClass.CRASH, probes, exit_info, recovered=False)
+        if exit_info is not None:
+            return Diagnosis(AnomalyClass.CRASH, probes, exit_info, recovered=False, evidence=exit_evidence(exit_info))
+        if first.reason == "refused":
+            await asyncio.sleep(0.05)  # a dying process may not have been reaped yet
+            exit_info = self.process.poll() if self.process else None
+            return Diagnosis(AnomalyClass.CRASH, probes, exit_info, recovered=False,
+                             evidence=exit_evidence(exit_info) if exit_info else None)
         if not first.ok:
+            stuck = await self._stacks()
             recovered, more = await self._wait_for_recovery()
             probes += more
             exit_info = self.process.poll() if self.process else None
             if exit_info is not None:
-                return Diagnosis(AnomalyClass.CRASH, probes, exit_info, recovered=False)
-            return Diagnosis(AnomalyClass.HANG if recovered else AnomalyClass.UNRESPONSIVE_AFTER, probes, recovered=recovered)
+                return Diagnosis(AnomalyClass.CRASH, probes, exit_info, recovered=False, evidence=exit_evidence(exit_info))
+            return Diagnosis(AnomalyClass.HANG if recovered else AnomalyClass.UNRESPONSIVE_AFTER, probes, recovered=recovered,
+                             evidence=stuck)
         if first.reason == "slow":
             more = await self.probe.settle(2)
             probes += more
             if self._slow(probes):
                 return Diagnosis(AnomalyClass.DEGRADATION, probes)
         return Diagnosis(candidate, probes)
+
+    async def _stacks(self) -> TargetEvidence | None:
+        if self.process is None:
+            return None
+        threads = await asyncio.to_thread(self.process.stacks)
+        report = stack_evidence(threads) if threads else None
+        if report is None:
+            return None
+        excerpt = "\n".join(f"{t.get('thread_name', '?')}: " + " < ".join(
+            f"{f.get('short_filename', '?')}:{f.get('line', '?')} {f.get('name', '?')}" for f in (t.get("frames") or [])[:6])
+            for t in threads or [])
+        return TargetEvidence(report=report, excerpt=excerpt[:4000])
 
     def _slow(self, probes: Sequence[ProbeResult]) -> bool:
         latencies = [p.latency if p.latency is not None else float("inf") for p in probes]
@@ -128,11 +165,19 @@ class Investigator:
 
     # -- replay -------------------------------------------------------------------------------
 
-    async def replay(self, frame_groups: Sequence[Sequence[bytes]], expected: AnomalyClass) -> bool:
-        """Replay cases (each a list of frames) on a healthy target; True if `expected` recurs."""
+    async def replay(self, frame_groups: Sequence[Sequence[bytes]], expected: AnomalyClass,
+                     evidence: str | None = None) -> bool:
+        """Replay cases (each a list of frames) on a healthy target; True if `expected` recurs.
+
+        With `evidence` (the normalised crash report or stack of the original), the target must
+        show that same evidence again: the same class from another fault is not a reproduction.
+        """
         if not await self.restore():
             return False
         runner = self.runner_factory()
+        runner.grace = 0.0
+        if expected is AnomalyClass.SLOW_REPLY:
+            runner.timeout = runner.silence_timeout = max(self.grace, self.slow_threshold * 2)
         outcome: CaseOutcome | None = None
         try:
             for frames in frame_groups:
@@ -141,37 +186,62 @@ class Investigator:
             runner.drop()
         if outcome is None:
             return False
+        if expected is AnomalyClass.SLOW_REPLY:
+            if outcome.kind not in ANSWERED or outcome.latency <= self.slow_threshold:
+                return False
+            after = await self.probe.check()  # slow while the probe is not: the request, not the target
+            return after.ok and after.reason == "ok"
+        if expected is AnomalyClass.CONNECTION_RESET:
+            return outcome.kind in (ReplyKind.RESET, ReplyKind.CLOSED) and outcome.request_valid
         if not expected.target_level:
             return REPLY_CANDIDATES.get(outcome.kind) is expected
         if expected is AnomalyClass.CRASH:
             await asyncio.sleep(0.05)  # give a dying process a moment to go
         diagnosis = await self.diagnose(None)
-        return diagnosis.anomaly is not None and diagnosis.anomaly.family == expected.family
+        if diagnosis.anomaly is None or diagnosis.anomaly.family != expected.family:
+            return False
+        if evidence is not None:
+            return diagnosis.evidence is not None and diagnosis.evidence.report == evidence
+        return True
 
-    async def confirm_and_minimise(self, anomaly: AnomalyClass, history: Sequence[TestCase], minimise: bool = True) -> dict[str, object]:
+    async def confirm_and_minimise(self, anomaly: AnomalyClass, history: Sequence[TestCase], minimise: bool = True,
+                                   evidence: str | None = None, deadline: float | None = None,
+                                   suspect: TestCase | None = None) -> dict[str, object]:
         """Confirm by replay, then shrink; returns the `reproducible`, `confirmation` and `reproducer` records.
 
         Confirmation replays the case alone, then the whole sequence since the last healthy probe.
         Minimisation works on frames (each sent on its own and answered before the next, as
-        `otfuzz replay --anomaly` sends them), then on the bytes of the final frame.
+        `otfuzz replay --anomaly` sends them), then on the bytes of the final frame. It must not
+        drift to another defect of the same class: a trial counts only if the target shows the
+        original's evidence (when it had any), and a shrunk final frame must keep its request
+        type and break no rule the unshrunk one did not. Trials stop at `deadline` (monotonic),
+        keeping the smallest reproducer found so far.
         """
+        from otfuzz.engine.findings import trigger_of
+
         started = time.monotonic()
         last = history[-1]
-        trials = 1
+        trials = 0
         sequence: list[TestCase] | None = None
-        if await self.replay([last.frames], anomaly):
-            sequence = [last]
-        elif len(history) > 1:
+        alone = [last] if suspect is None or suspect.case_id == last.case_id else [suspect, last]
+        for candidate in alone:  # the case the target most likely choked on first, alone
             trials += 1
-            if await self.replay([c.frames for c in history], anomaly):
+            if await self.replay([candidate.frames], anomaly, evidence):
+                sequence = [candidate]
+                break
+        if sequence is None and len(history) > 1:
+            trials += 1
+            if await self.replay([c.frames for c in history], anomaly, evidence):
                 sequence = list(history)
+        complete = True
 
         def result(reproducible: bool, cases: Sequence[TestCase], frames: Sequence[bytes], minimised: bool) -> dict[str, object]:
             return {
                 "reproducible": reproducible,
                 "confirmation": {"method": self._method(), "trials": trials, "replayed_cases": len(history),
                                  "seconds": round(time.monotonic() - started, 3)},
-                "reproducer": {"case_ids": [c.case_id for c in cases], "frames_hex": [f.hex() for f in frames], "minimised": minimised},
+                "reproducer": {"case_ids": [c.case_id for c in cases], "frames_hex": [f.hex() for f in frames],
+                               "minimised": minimised, "minimisation_complete": minimised and complete},
             }
 
         if sequence is None:
@@ -183,7 +253,11 @@ class Investigator:
         budget = self.minimise_budget
 
         async def frames_reproduce(subset: list[bytes]) -> bool:
-            return await self.replay([[f] for f in subset], anomaly)
+            nonlocal complete
+            if deadline is not None and time.monotonic() > deadline:
+                complete = False
+                return False
+            return await self.replay([[f] for f in subset], anomaly, evidence)
 
         trials += 1
         if len(frames) > 1 and not await frames_reproduce(frames):
@@ -194,9 +268,33 @@ class Investigator:
             trials += used
             budget -= used
         prefix, final = frames[:-1], frames[-1]
+        # Field-aware first: undo one departure from the valid request at a time, keeping each
+        # that still reproduces with strictly fewer rules broken (a subset: never a new fault).
+        current = trigger_of(self.protocol, final)
+        improved = True
+        while improved and budget > 0:
+            improved = False
+            for candidate in simpler_frames(self.protocol, final):
+                now = trigger_of(self.protocol, candidate)
+                if now.request_type != current.request_type or not set(now.rules) < set(current.rules):
+                    continue
+                trials += 1
+                budget -= 1
+                if await frames_reproduce(prefix + [candidate]):
+                    final, current, improved = candidate, now, True
+                    break
+                if budget <= 0:
+                    break
         if budget > 0 and len(final) > 1:
+            start = trigger_of(self.protocol, final)
+            allowed = set(start.rules)
+
             async def bytes_reproduce(kept: list[int]) -> bool:
-                return await frames_reproduce(prefix + [bytes(kept)])
+                shrunk = bytes(kept)
+                now = trigger_of(self.protocol, shrunk)
+                if now.request_type != start.request_type or not set(now.rules) <= allowed:
+                    return False  # another request, or a new fault: another defect, not this one
+                return await frames_reproduce(prefix + [shrunk])
 
             kept, used = await ddmin(list(final), bytes_reproduce, budget)
             trials += used

@@ -36,6 +36,7 @@ class Made:
     frames: tuple[bytes, ...]
     template: str
     description: str
+    fault: str = ""  # the structural fault the last frame carries, by name ("MBAP length zero")
 
 
 class Strategy:
@@ -106,7 +107,7 @@ class Structural(Strategy):
 
     def make(self, index: int, rng: random.Random) -> Made:
         template, description, frame = self.items[index % len(self.items)]
-        return Made((frame,), template.name, f"{template.name}: {description}")
+        return Made((frame,), template.name, f"{template.name}: {description}", description)
 
 
 class Mutation(Strategy):
@@ -171,7 +172,8 @@ class SequenceStrategy(Strategy):
         prefix = tuple(rng.choice(self.valid) for _ in range(rng.randint(1, 4)))
         inner = self.faulty[index % len(self.faulty)]
         made = inner.make(rng.randrange(1 << 30), rng)
-        return Made(prefix + made.frames, made.template, f"{len(prefix)} valid request{'s' if len(prefix) > 1 else ''}, then {made.description}")
+        return Made(prefix + made.frames, made.template, f"{len(prefix)} valid request{'s' if len(prefix) > 1 else ''}, then {made.description}",
+                    made.fault)
 
 
 GROUPS: dict[str, int] = {"boundary": 3, "structural": 2, "mutation": 4, "sequence": 1}

@@ -19,7 +19,8 @@ class AnomalyClass(str, Enum):
     UNRESPONSIVE_AFTER = "unresponsive-after"  # answers nothing from some case on until restarted
     MALFORMED_REPLY = "malformed-reply"  # a reply that does not parse or does not match the request
     SPEC_VIOLATION = "spec-violation"  # answered normally where the specification says reject
-    CONNECTION_RESET = "connection-reset"  # the target reset the connection instead of answering
+    CONNECTION_RESET = "connection-reset"  # the target reset or closed the connection on a valid request
+    SLOW_REPLY = "slow-reply"  # a request answered far later than the probe, while the probe stays healthy
 
     @property
     def family(self) -> str:
@@ -38,22 +39,29 @@ REPLY_CANDIDATES: dict[ReplyKind, AnomalyClass] = {
     ReplyKind.MALFORMED: AnomalyClass.MALFORMED_REPLY,
     ReplyKind.SPEC_VIOLATION: AnomalyClass.SPEC_VIOLATION,
     ReplyKind.RESET: AnomalyClass.CONNECTION_RESET,
+    ReplyKind.CLOSED: AnomalyClass.CONNECTION_RESET,
 }
 
 
-def first_look(kind: ReplyKind, request_valid: bool, silent_streak: int, streak_limit: int = 3) -> tuple[bool, AnomalyClass | None]:
+def first_look(kind: ReplyKind, request_valid: bool, silent_streak: int, streak_limit: int = 3,
+               slow: bool = False) -> tuple[bool, AnomalyClass | None]:
     """(probe now?, reply-level candidate) for one case outcome.
 
-    Reply-level anomalies are candidates on their own; silence or a closed connection is only
-    suspicious after a valid request, or when it repeats (the target may have stopped serving).
+    A reset or close in answer to a malformed frame is a legitimate rejection (closing on
+    garbage while unread bytes remain makes the kernel send RST): a reply class, not an anomaly.
+    It is one only after a valid request. Silence is suspicious only after a valid request, or
+    when it repeats (the target may have stopped serving). A reply far slower than the probe is
+    a slow-reply candidate, decided by the probe that follows.
     """
-    if kind is ReplyKind.RESET and not request_valid:
-        # Closing on garbage while unread bytes remain makes the kernel send RST: an abrupt but
-        # legitimate rejection. A reset in answer to a valid request is the anomaly.
-        kind = ReplyKind.CLOSED
+    if kind in (ReplyKind.RESET, ReplyKind.CLOSED):
+        if request_valid:
+            return True, AnomalyClass.CONNECTION_RESET
+        return silent_streak >= streak_limit, None
     candidate = REPLY_CANDIDATES.get(kind)
     if candidate is not None:
         return True, candidate
-    if kind in (ReplyKind.NO_REPLY, ReplyKind.CLOSED):
+    if kind is ReplyKind.NO_REPLY:
         return (request_valid or silent_streak >= streak_limit), None
+    if slow:
+        return True, AnomalyClass.SLOW_REPLY
     return False, None

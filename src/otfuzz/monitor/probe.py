@@ -108,8 +108,8 @@ class HealthProbe:
             return ProbeResult(False, "timeout", None)
         except ConnectionError:
             return ProbeResult(False, "closed", None)
-        except OSError:
-            return ProbeResult(False, "refused", None)
+        except OSError:  # not a refusal (ports or descriptors exhausted, network): never a crash
+            return ProbeResult(False, "error", None)
         keep = False
         try:
             remaining = max(0.01, self.deadline - (time.perf_counter() - start))

@@ -1,7 +1,8 @@
 """The HTML report: one self-contained, offline file a non-programmer can read.
 
-Order follows what an assessor asks first: the verdict, then the requirement matrix, SL-T
-against SL-C per FR, the anomalies with their reproducers, charts, and the full campaign
+Order follows what an assessor asks first: the verdict, then the findings (distinct defects,
+each with its minimised reproducer), the requirement matrix citing them, SL-T against SL-C per
+FR, charts, and as appendices every anomaly (the findings' occurrences) and the full campaign
 record. The page loads nothing: styles are inline, charts are inline SVG, and a Content
 Security Policy forbids scripts and fetches, so even a bug in escaping could not make the
 page run code. Escaping itself is Jinja2's autoescape; bytes and strings that came from the
@@ -17,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,13 +36,12 @@ SECTION_RENDERERS = (("stress", "otfuzz.stress.report", "stress_html"),
                      ("system_gap", "otfuzz.report.system", "gap_fragment"))
 MAX_EVENTS = 1000
 MAX_DUMP_BYTES = 4096
-MAX_KINDS_IN_DETAIL = 40  # distinct anomaly signatures shown with full reproducer
 MAX_LINKS_PER_CELL = 12  # anomaly links in one matrix cell before "and N more"
 # Rows of long tables in the PDF: a page-layout engine spends ~10 ms a row, and a printed list
 # of thousands helps nobody. The HTML and JSON reports keep every row.
 MAX_PRINTED_ROWS = 200
 MAX_PRINTED_EVENTS = 100
-MAX_PRINTED_KINDS = 15
+MAX_PRINTED_KINDS = 15  # findings printed with their full reproducer in the PDF
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
 
 
@@ -108,7 +109,14 @@ def report_context(results: Mapping[str, Any], evidence: Mapping[str, Any], *,
     tool = _dict(results.get("tool"))
     groups = [_dict(g) for g in results.get("groups") or []]
     anomalies = [_anomaly(_dict(a)) for a in results.get("anomalies") or []]
-    kinds = _anomaly_kinds(anomalies)
+    requirements = [_dict(r) for r in evidence.get("requirements") or []]
+    by_requirement = {str(r.get("id")): list(r.get("finding_ids") or []) for r in requirements}
+    against: dict[Any, list[str]] = {}
+    for req_id, ids in by_requirement.items():
+        for i in ids:
+            against.setdefault(i, []).append(req_id)
+    by_id = {a["id"]: a for a in anomalies}
+    findings = [_finding(_dict(f), against, by_id) for f in results.get("findings") or []]
     where = target.get("url") or f"{target.get('protocol', '?')}://{target.get('address', '?')}:{target.get('port', '?')}"
     generated = (generated_at or datetime.now(timezone.utc)).replace(microsecond=0).isoformat()
     tester = _dict(evidence.get("tester"))
@@ -124,11 +132,16 @@ def report_context(results: Mapping[str, Any], evidence: Mapping[str, Any], *,
         "tester": tester,
         "facts": _facts(results, tester, assessed),
         "identity": sorted(_dict(target.get("identity")).items()),
-        "requirements": [_dict(r) for r in evidence.get("requirements") or []],
+        "requirements": requirements,
         "levels": evidence.get("security_levels"),
+        "findings": findings,
+        "findings_by_requirement": by_requirement,
+        "severity_counts": {s: sum(1 for f in findings if f["severity"] == s) for s in ("high", "medium", "low")},
+        "confirmed_total": sum(1 for f in findings if f["status"] == "confirmed"),
+        "known_total": sum(1 for f in findings if f["known"]),
+        "anomaly_total": len(anomalies),
+        "anomaly_classes": sorted(Counter(a["class"] for a in anomalies).items()),
         "anomalies": anomalies,
-        "anomaly_kinds": kinds[:MAX_KINDS_IN_DETAIL],
-        "kinds_total": len(kinds),
         "max_links": MAX_LINKS_PER_CELL,
         "max_print_rows": MAX_PRINTED_ROWS,
         "max_print_events": MAX_PRINTED_EVENTS,
@@ -221,20 +234,27 @@ def _reply_kinds(groups: Sequence[Mapping[str, Any]]) -> list[str]:
     return [k for k in REPLY_KINDS if k in seen] + sorted(seen - set(REPLY_KINDS))
 
 
-def _anomaly_kinds(anomalies: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Anomalies grouped by signature (what the engine deduplicates on), largest group first.
-
-    A campaign can record hundreds of anomalies of a few kinds: one worked example per kind,
-    with its reproducer, is what a reader needs; the table lists every one.
-    """
-    kinds: dict[str, dict[str, Any]] = {}
-    for a in anomalies:
-        key = str(a.get("signature") or f"{a['class']} in {a['group']}")
-        kind = kinds.setdefault(key, {"signature": key, "example": a, "ids": [], "groups": []})
-        kind["ids"].append(a["id"])
-        if a["group"] not in kind["groups"]:
-            kind["groups"].append(a["group"])
-    return sorted(kinds.values(), key=lambda k: -len(k["ids"]))
+def _finding(f: dict[str, Any], against: Mapping[Any, list[str]], anomalies: Mapping[Any, dict[str, Any]]) -> dict[str, Any]:
+    reproducer = _dict(f.get("reproducer"))
+    frames = [h for h in reproducer.get("frames_hex") or [] if isinstance(h, str)]
+    confirmation = _dict(f.get("confirmation"))
+    evidence = _dict(f.get("target_evidence"))
+    head = evidence.get("report") or (f"signal {evidence['signal']}" if evidence.get("signal") else
+                                      f"exit code {evidence['returncode']}" if evidence.get("returncode") is not None else "")
+    return {
+        "id": f.get("id", "?"), "severity": str(f.get("severity", "medium")), "title": f.get("title", ""),
+        "class": f.get("class", "?"), "key": f.get("key", ""), "request_type": f.get("request_type", ""),
+        "violated_rules": list(f.get("violated_rules") or []), "occurrences": f.get("occurrences", 0),
+        "first_case_id": f.get("first_case_id"), "last_case_id": f.get("last_case_id"),
+        "first_seen": f.get("first_seen") or "", "last_seen": f.get("last_seen") or "",
+        "suppressed_cases": f.get("suppressed_cases", 0), "status": str(confirmation.get("status", "not tried")),
+        "trials": confirmation.get("trials"), "minimised": reproducer.get("minimised"),
+        "case_ids": reproducer.get("case_ids") or [], "frames": [hexdump(h) for h in frames],
+        "frames_full": [_short_hex(h, limit=None) for h in frames], "frames_short": [_short_hex(h) for h in frames],
+        "evidence": bool(evidence), "evidence_head": head, "evidence_excerpt": str(evidence.get("excerpt") or "")[-3000:],
+        "known": bool(f.get("known")), "requirements": against.get(f.get("id"), []),
+        "first": next((anomalies[i] for i in f.get("anomaly_ids") or [] if i in anomalies), None),
+    }
 
 
 def _anomaly(a: dict[str, Any]) -> dict[str, Any]:
@@ -261,6 +281,10 @@ def _anomaly(a: dict[str, Any]) -> dict[str, Any]:
         "details": {k: json.dumps(a[k], sort_keys=True, default=str, separators=(", ", ": "))
                     for k in ("timings", "confirmation", "target_exit") if a.get(k)},
         "probes": len(a.get("probes") or []),
+        "finding_id": a.get("finding_id"),
+        "confirmation": str(_dict(a.get("confirmation")).get("status", "")),
+        "sent_full": [_short_hex(h, limit=None) for h in a.get("frames_hex") or [] if isinstance(h, str)],
+        "sent_short": [_short_hex(h) for h in a.get("frames_hex") or [] if isinstance(h, str)],
     }
 
 

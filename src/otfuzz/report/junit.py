@@ -1,8 +1,10 @@
 """JUnit XML: one test case per requirement, so a vendor's CI can gate a release on the verdicts.
 
-A failed requirement is a JUnit failure naming its anomalies; a requirement nothing exercised is
+A failed requirement is a JUnit failure naming its findings; a requirement nothing exercised is
 skipped; partial evidence passes (no failure was found) with the caveat in its output, since
-JUnit has no "partial". When an SL-T was given, a second suite has one case per foundational
+JUnit has no "partial". A second suite has one case per finding, failing unless the baseline
+the report was made with knows it; a requirement failed only by known findings is skipped, so
+a vendor's CI fails on new defects only. When an SL-T was given, a second suite has one case per foundational
 requirement that fails if the evidence does not support the target level. Text from the device
 can reach failure messages, so characters XML 1.0 cannot carry are spelled out.
 """
@@ -27,7 +29,7 @@ def junit_tree(results: Mapping[str, Any], evidence: Mapping[str, Any]) -> ET.El
     """Build the JUnit document (testsuites > testsuite > testcase)."""
     campaign = results.get("campaign") or {}
     elapsed = float(campaign.get("elapsed_s") or 0.0)
-    anomalies = {a.get("id"): a for a in results.get("anomalies") or [] if isinstance(a, Mapping)}
+    findings = {f.get("id"): f for f in results.get("findings") or [] if isinstance(f, Mapping)}
     root = ET.Element("testsuites", name="otfuzz IEC 62443 evidence")
     suite = ET.SubElement(root, "testsuite", name="iec62443.requirements", timestamp=str(campaign.get("started_at") or ""),
                           hostname=str((results.get("target") or {}).get("address") or ""))
@@ -48,10 +50,16 @@ def junit_tree(results: Mapping[str, Any], evidence: Mapping[str, Any]) -> ET.El
         for e in req.get("evidence") or []:
             ET.SubElement(case_props, "property", name=f"evidence.{e['rule']}",
                           value=f"{e['strength']}: {e['outcome']}, {e['cases']} cases")
-        if req["verdict"] == "fail":
+        against = [findings.get(i) for i in req.get("finding_ids") or []]
+        if req["verdict"] == "fail" and against and all(f is not None and f.get("known") for f in against):
+            counts["skipped"] += 1
+            ids = ", ".join(f"#{f['id']}" for f in against if f is not None)
+            ET.SubElement(case, "skipped", type="known-findings",
+                          message=xml_text(f"fail, by known findings only ({ids}): {req['reason']}"))
+        elif req["verdict"] == "fail":
             counts["failures"] += 1
             failure = ET.SubElement(case, "failure", message=xml_text(req["reason"]), type="requirement-failed")
-            failure.text = xml_text("\n".join(_anomaly_line(anomalies.get(i), i) for i in req.get("anomaly_ids") or []))
+            failure.text = xml_text("\n".join(_finding_line(findings.get(i), i) for i in req.get("finding_ids") or []))
         elif req["verdict"] in ("not-tested", "not-applicable"):
             counts["skipped"] += 1
             ET.SubElement(case, "skipped", message=xml_text(f"{req['verdict']}: {req['reason']}"))
@@ -64,6 +72,32 @@ def junit_tree(results: Mapping[str, Any], evidence: Mapping[str, Any]) -> ET.El
     suite.set("time", f"{elapsed:.3f}")
     levels = evidence.get("security_levels")
     totals = dict(counts)
+    if findings:
+        finding_suite = ET.SubElement(root, "testsuite", name="otfuzz.findings")
+        failed = known = 0
+        for f in findings.values():
+            case = ET.SubElement(finding_suite, "testcase", classname=f"otfuzz.findings.{f.get('severity', 'medium')}",
+                                 name=xml_text(f"finding {f.get('id')}: {f.get('title', '')}"))
+            status = str((f.get("confirmation") or {}).get("status", ""))
+            if f.get("known"):
+                known += 1
+                ET.SubElement(case, "skipped", type="known-finding",
+                              message=xml_text(f"known from the baseline{': ' + str(f['known_note']) if f.get('known_note') else ''}"))
+            elif status == "not reproduced":
+                known += 1
+                ET.SubElement(case, "skipped", type="not-reproduced", message=xml_text("not reproduced on replay"))
+            else:
+                failed += 1
+                failure = ET.SubElement(case, "failure", type=str(f.get("class", "finding")),
+                                        message=xml_text(f"{f.get('severity')} {f.get('class')}: {f.get('title', '')}"))
+                failure.text = xml_text(_finding_line(f, f.get("id")))
+        finding_suite.set("tests", str(len(findings)))
+        finding_suite.set("failures", str(failed))
+        finding_suite.set("errors", "0")
+        finding_suite.set("skipped", str(known))
+        totals["tests"] += len(findings)
+        totals["failures"] += failed
+        totals["skipped"] += known
     if levels and levels.get("sl_t"):
         level_suite = ET.SubElement(root, "testsuite", name="iec62443.security-levels")
         failures = 0
@@ -96,9 +130,11 @@ def write_junit(results: Mapping[str, Any], evidence: Mapping[str, Any], path: P
     return path
 
 
-def _anomaly_line(anomaly: Mapping[str, Any] | None, anomaly_id: Any) -> str:
-    if anomaly is None:
-        return f"anomaly #{anomaly_id}"
-    frames = (anomaly.get("reproducer") or {}).get("frames_hex") or anomaly.get("frames_hex") or []
-    return (f"anomaly #{anomaly_id} {anomaly.get('class')} in {anomaly.get('group')} case {anomaly.get('case_id')}: "
-            f"{anomaly.get('description', '')} | reproducer frames: {' '.join(frames)}")
+def _finding_line(finding: Mapping[str, Any] | None, finding_id: Any) -> str:
+    if finding is None:
+        return f"finding #{finding_id}"
+    frames = (finding.get("reproducer") or {}).get("frames_hex") or []
+    status = (finding.get("confirmation") or {}).get("status", "")
+    return (f"finding #{finding_id} ({finding.get('severity')} {finding.get('class')}, {finding.get('occurrences', 0)} occurrences, "
+            f"{status}): {finding.get('title', '')} | reproducer frames: {' '.join(frames)} | "
+            f"replay: otfuzz replay RUN --finding {finding_id}")

@@ -107,6 +107,30 @@ def oscal_document(results: Mapping[str, Any], evidence: Mapping[str, Any], *,
             "target": finding_target,
             "related-observations": [{"observation-uuid": o} for o in related],
         })
+    # One OSCAL finding per otfuzz finding (a distinct defect), its occurrences as observations.
+    against: dict[Any, list[str]] = {}
+    for req in requirements:
+        for finding_id in req.get("finding_ids") or []:
+            against.setdefault(finding_id, []).append(req["id"])
+    for defect in results.get("findings") or []:
+        if not isinstance(defect, Mapping):
+            continue
+        reqs = against.get(defect.get("id"), [])
+        related = [obs_by_anomaly[i] for i in defect.get("anomaly_ids") or [] if i in obs_by_anomaly]
+        status = (defect.get("confirmation") or {}).get("status", "")
+        findings.append({
+            "uuid": uid("finding", "defect", defect.get("id")),
+            "title": _text(f"Finding {defect.get('id')} ({defect.get('severity')}): {defect.get('title', '')}"),
+            "description": _text(f"{defect.get('class')} on {defect.get('request_type')}; {defect.get('occurrences', 0)} "
+                                 f"occurrence(s); confirmation: {status}; reproducer frames: "
+                                 f"{' '.join((defect.get('reproducer') or {}).get('frames_hex') or [])}"),
+            "props": _props({"severity": defect.get("severity"), "class": defect.get("class"), "key": defect.get("key"),
+                             "occurrences": defect.get("occurrences"), "confirmation": status,
+                             "known": "yes" if defect.get("known") else None}),
+            "target": {"type": "objective-id", "target-id": f"{control_id(reqs[0])}_obj" if reqs else "robustness_obj",
+                       "status": {"state": "not-satisfied", "reason": "fail"} if reqs else {"state": "not-satisfied"}},
+            **({"related-observations": [{"observation-uuid": o} for o in related]} if related else {}),
+        })
     catalogue = evidence.get("catalogue") or {}
     mapping = evidence.get("mapping") or {}
     result: dict[str, Any] = {

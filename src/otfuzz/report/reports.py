@@ -59,6 +59,7 @@ def write_reports(results: Mapping[str, Any], evidence: Mapping[str, Any], forma
                   catalogue_file: Path | None = None, mapping_file: Path | None = None) -> list[Path]:
     """Write each requested format into `out_dir`; returns the files written."""
     validate_evidence(evidence)
+    results = with_requirements(results, evidence)
     writers = _writers()
     written = []
     try:
@@ -72,6 +73,17 @@ def write_reports(results: Mapping[str, Any], evidence: Mapping[str, Any], forma
     except OSError as exc:
         raise OtfuzzError(f"cannot write reports to {out_dir}: {exc.strerror or exc}") from None
     return written
+
+
+def with_requirements(results: Mapping[str, Any], evidence: Mapping[str, Any]) -> dict[str, Any]:
+    """The results with each finding naming the requirements it counts against."""
+    against: dict[Any, list[str]] = {}
+    for req in evidence.get("requirements") or []:
+        for finding_id in req.get("finding_ids") or []:
+            against.setdefault(finding_id, []).append(req["id"])
+    out = dict(results)
+    out["findings"] = [{**f, "requirements": against.get(f.get("id"), [])} for f in results.get("findings") or []]
+    return out
 
 
 Writer = Callable[[Mapping[str, Any], Mapping[str, Any], Path], Path]

@@ -2,8 +2,10 @@
 
 It holds what an auditor needs and nothing that can be regenerated: campaign metadata (tool
 version, seed, full configuration, target, host, times), counts per test group and reply class,
-a resume point, one timeline sample a second, every probe and event, and every anomaly whole.
-Individual cases are not stored: any case is regenerated from seed and id.
+a resume point, one timeline sample a second, every probe and event, every anomaly whole, and
+the findings the anomalies are occurrences of (each anomaly belongs to exactly one), with the
+cases held back per finding by known-finding suppression. Individual cases are not stored: any
+case is regenerated from seed and id.
 
 Crash safety: WAL journal, counts and the resume point are committed together in one
 transaction at most once a second, and anomalies are committed the moment they are recorded.
@@ -40,7 +42,20 @@ CREATE TABLE IF NOT EXISTS events (t REAL NOT NULL, kind TEXT NOT NULL, detail T
 CREATE TABLE IF NOT EXISTS anomalies (id INTEGER PRIMARY KEY AUTOINCREMENT, case_id INTEGER NOT NULL,
                                       grp TEXT NOT NULL, class TEXT NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS samples (series TEXT NOT NULL, t REAL NOT NULL, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS findings (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE,
+                                     class TEXT NOT NULL, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS suppression (finding_id INTEGER PRIMARY KEY, skipped INTEGER NOT NULL,
+                                        matched INTEGER NOT NULL);
 """
+
+
+_FINDING_COMPUTED = ("id", "occurrences", "first_case_id", "last_case_id", "first_seen", "last_seen", "suppressed_cases",
+                     "matched_after_confirmation")
+
+
+def _finding_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A finding record without what the store computes from its occurrences on reading."""
+    return {k: v for k, v in record.items() if k not in _FINDING_COMPUTED}
 
 
 def now_iso() -> str:
@@ -73,12 +88,16 @@ class EvidenceStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(anomalies)")}
+            if "finding_id" not in columns:  # a store written before findings existed
+                self.db.execute("ALTER TABLE anomalies ADD COLUMN finding_id INTEGER")
         except sqlite3.DatabaseError as exc:
             raise OtfuzzError(f"cannot open evidence store {path}: {exc}") from None
         self._counts: Counter[tuple[str, str]] = Counter()
         self._probes: list[tuple[float, int, float | None, str]] = []
         self._events: list[tuple[float, str, str]] = []
         self._samples: list[tuple[str, float, str]] = []
+        self._suppression: dict[int, tuple[int, int]] = {}
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -134,6 +153,10 @@ class EvidenceStore:
         """A time-series point of another layer (stress load, monitor latency...)."""
         self._samples.append((series, t, json.dumps(record, sort_keys=True)))
 
+    def suppressed(self, finding_id: int, skipped: int, matched: int) -> None:
+        """Known-finding suppression counters of one finding, committed with the next flush."""
+        self._suppression[finding_id] = (skipped, matched)
+
     def flush(self, next_case: int, elapsed: float, timeline: tuple[float, int, int] | None = None) -> None:
         """Commit pending counts with the resume point they correspond to, atomically."""
         try:
@@ -148,6 +171,8 @@ class EvidenceStore:
             self.db.executemany("INSERT INTO probes (t, ok, latency_ms, reason) VALUES (?, ?, ?, ?)", self._probes)
             self.db.executemany("INSERT INTO events (t, kind, detail) VALUES (?, ?, ?)", self._events)
             self.db.executemany("INSERT INTO samples (series, t, record) VALUES (?, ?, ?)", self._samples)
+            self.db.executemany("INSERT OR REPLACE INTO suppression (finding_id, skipped, matched) VALUES (?, ?, ?)",
+                                [(f, skipped, matched) for f, (skipped, matched) in self._suppression.items()])
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self.db.in_transaction:
@@ -157,18 +182,91 @@ class EvidenceStore:
         self._probes.clear()
         self._events.clear()
         self._samples.clear()
+        self._suppression.clear()
 
-    def add_anomaly(self, case_id: int, group: str, anomaly_class: str, record: dict[str, Any]) -> int:
+    def add_anomaly(self, case_id: int, group: str, anomaly_class: str, record: dict[str, Any],
+                    finding_id: int | None = None) -> int:
         """Record an anomaly and commit it at once: anomalies are never batched."""
         cur = self._write(
-            "INSERT INTO anomalies (case_id, grp, class, record) VALUES (?, ?, ?, ?)",
-            (case_id, group, anomaly_class, json.dumps(record, sort_keys=True)),
+            "INSERT INTO anomalies (case_id, grp, class, record, finding_id) VALUES (?, ?, ?, ?, ?)",
+            (case_id, group, anomaly_class, json.dumps(record, sort_keys=True), finding_id),
         )
         return int(cur.lastrowid or 0)
 
+    # -- findings ------------------------------------------------------------------------------
+
+    def add_finding(self, key: str, finding_class: str, record: dict[str, Any]) -> int:
+        """Record a new finding and commit it at once."""
+        cur = self._write("INSERT INTO findings (key, class, record) VALUES (?, ?, ?)",
+                          (key, finding_class, json.dumps(record, sort_keys=True)))
+        return int(cur.lastrowid or 0)
+
+    def update_finding(self, finding_id: int, record: dict[str, Any]) -> None:
+        self._write("UPDATE findings SET key = ?, class = ?, record = ? WHERE id = ?",
+                    (record["key"], record["class"], json.dumps(_finding_record(record), sort_keys=True), finding_id))
+
+    def merge_findings(self, source: int, into: int, into_record: dict[str, Any]) -> None:
+        """`source` is the same defect as `into`: its occurrences move, it disappears, atomically."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("UPDATE anomalies SET finding_id = ? WHERE finding_id = ?", (into, source))
+            self.db.execute("DELETE FROM findings WHERE id = ?", (source,))
+            row = self.db.execute("SELECT skipped, matched FROM suppression WHERE finding_id = ?", (source,)).fetchone()
+            if row is not None:
+                self.db.execute("DELETE FROM suppression WHERE finding_id = ?", (source,))
+                self.db.execute("INSERT INTO suppression (finding_id, skipped, matched) VALUES (?, ?, ?) ON CONFLICT (finding_id) "
+                                "DO UPDATE SET skipped = skipped + excluded.skipped, matched = matched + excluded.matched",
+                                (into, row[0], row[1]))
+            self.db.execute("UPDATE findings SET key = ?, class = ?, record = ? WHERE id = ?",
+                            (into_record["key"], into_record["class"], json.dumps(_finding_record(into_record), sort_keys=True), into))
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise OtfuzzError(f"cannot write evidence store {self.path}: {exc}") from None
+        self._suppression.pop(source, None)
+
+    def finding(self, finding_id: int) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT record FROM findings WHERE id = ?", (finding_id,)).fetchone()
+        if row is None:
+            return None
+        item = json.loads(row[0])
+        item["id"] = finding_id
+        return item
+
+    def findings(self) -> list[dict[str, Any]]:
+        """Every finding with its occurrence counts and first/last case, read in SQL."""
+        stats = {fid: (n, first, last, t_first, t_last) for fid, n, first, last, t_first, t_last in self.db.execute(
+            "SELECT finding_id, COUNT(*), MIN(case_id), MAX(case_id), MIN(json_extract(record, '$.detected_at')), "
+            "MAX(json_extract(record, '$.detected_at')) FROM anomalies WHERE finding_id IS NOT NULL GROUP BY finding_id")}
+        held = {fid: (skipped, matched) for fid, skipped, matched in self.db.execute("SELECT finding_id, skipped, matched FROM suppression")}
+        out = []
+        for finding_id, record in self.db.execute("SELECT id, record FROM findings ORDER BY id"):
+            item = json.loads(record)
+            item["id"] = finding_id
+            n, first, last, t_first, t_last = stats.get(finding_id, (0, None, None, None, None))
+            skipped, matched = held.get(finding_id, (0, 0))
+            item.update({"occurrences": n, "first_case_id": first, "last_case_id": last, "first_seen": t_first,
+                         "last_seen": t_last, "suppressed_cases": skipped, "matched_after_confirmation": matched})
+            out.append(item)
+        return out
+
+    def finding_anomaly_ids(self, finding_id: int) -> list[int]:
+        return [i for (i,) in self.db.execute("SELECT id FROM anomalies WHERE finding_id = ? ORDER BY id", (finding_id,))]
+
+    def occurrence_times(self) -> list[tuple[int | None, float, float]]:
+        """(finding id, campaign time, seconds spent on it) of every anomaly, read in SQL."""
+        return [(f, float(t or 0), float(h or 0) + float(i or 0)) for f, t, h, i in self.db.execute(
+            "SELECT finding_id, json_extract(record, '$.elapsed_s'), json_extract(record, '$.handling_s'), "
+            "json_extract(record, '$.investigation_s') FROM anomalies ORDER BY id")]
+
+    def suppression_counts(self) -> dict[int, tuple[int, int]]:
+        return {f: (s, m) for f, s, m in self.db.execute("SELECT finding_id, skipped, matched FROM suppression")}
+
     def update_anomaly(self, anomaly_id: int, record: dict[str, Any]) -> None:
+        stored = {k: v for k, v in record.items() if k not in ("id", "finding_id")}  # columns, not record
         self._write("UPDATE anomalies SET record = ?, class = ? WHERE id = ?",
-                    (json.dumps(record, sort_keys=True), record.get("class", ""), anomaly_id))
+                    (json.dumps(stored, sort_keys=True), record.get("class", ""), anomaly_id))
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
         try:
@@ -192,31 +290,31 @@ class EvidenceStore:
         """Anomalies per class, counted in SQL: cheap however many there are."""
         return dict(self.db.execute("SELECT class, COUNT(*) FROM anomalies GROUP BY class ORDER BY class"))
 
-    def anomaly_keys(self) -> list[tuple[int, int, str, str | None]]:
-        """(id, case id, class, signature) of every anomaly, without loading the records."""
-        return [(i, c, k, s) for i, c, k, s in self.db.execute(
-            "SELECT id, case_id, class, json_extract(record, '$.signature') FROM anomalies ORDER BY id")]
+    def anomaly_keys(self) -> list[tuple[int, int, str]]:
+        """(id, case id, class) of every anomaly, without loading the records."""
+        return [(i, c, k) for i, c, k in self.db.execute("SELECT id, case_id, class FROM anomalies ORDER BY id")]
 
-    def pending_anomaly_ids(self) -> list[int]:
-        """Anomalies still awaiting confirmation, the first of each signature before its duplicates."""
-        return [i for (i,) in self.db.execute(
-            "SELECT id FROM anomalies WHERE json_extract(record, '$.confirmation.status') = 'pending' "
-            "ORDER BY json_extract(record, '$.duplicate_of') IS NOT NULL, id")]
+    def pending_occurrences(self) -> list[tuple[int, int | None]]:
+        """(anomaly id, finding id) of occurrences still awaiting their replay, oldest first."""
+        return [(i, f) for i, f in self.db.execute(
+            "SELECT id, finding_id FROM anomalies WHERE json_extract(record, '$.confirmation.status') = 'pending' ORDER BY id")]
 
     def anomalies(self) -> list[dict[str, Any]]:
         out = []
-        for anomaly_id, record in self.db.execute("SELECT id, record FROM anomalies ORDER BY id"):
+        for anomaly_id, record, finding_id in self.db.execute("SELECT id, record, finding_id FROM anomalies ORDER BY id"):
             item = json.loads(record)
             item["id"] = anomaly_id
+            item["finding_id"] = finding_id
             out.append(item)
         return out
 
     def anomaly(self, anomaly_id: int) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT record FROM anomalies WHERE id = ?", (anomaly_id,)).fetchone()
+        row = self.db.execute("SELECT record, finding_id FROM anomalies WHERE id = ?", (anomaly_id,)).fetchone()
         if row is None:
             return None
         item = json.loads(row[0])
         item["id"] = anomaly_id
+        item["finding_id"] = row[1]
         return item
 
     def timeline(self) -> list[dict[str, Any]]:

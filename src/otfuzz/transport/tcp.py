@@ -142,6 +142,14 @@ class Connection:
             return Exchange(wire.lost, None, latency, leftover)
         return Exchange("timeout", None, latency, leftover)
 
+    def late_reply(self) -> tuple[bytes, float] | None:
+        """A reply that arrived after its exchange gave up waiting, with its arrival time
+        (perf_counter); None while nothing came. The connection carries nothing else after."""
+        wire = self._wire
+        if wire.replies:
+            return wire.replies.pop(0), wire.arrived
+        return None
+
     def close(self) -> None:
         self._transport.close()
 

@@ -1,0 +1,124 @@
+"""Finding keys, target evidence and suppression: pure functions, worked by hand."""
+
+from __future__ import annotations
+
+from otfuzz.engine.findings import (
+    FindingBook,
+    FindingState,
+    TargetEvidence,
+    Trigger,
+    blank_values,
+    crash_report,
+    fault_trigger,
+    finding_key,
+    finding_title,
+    stack_evidence,
+    trigger_of,
+)
+from otfuzz.protocols.modbus import ModbusTCP
+
+TRACEBACK = """Traceback (most recent call last):
+  File "/opt/plc/server.py", line {a}, in handle
+    check_defects(self.server, frame)
+  File "/opt/plc/server.py", line {b}, in check_range
+    raise OverflowError(f"register range {x}..{y} does not fit 16 bits")
+OverflowError: register range {x}..{y} does not fit 16 bits
+"""
+
+
+def test_a_python_traceback_gives_the_exception_and_innermost_frames_without_lines_or_values() -> None:
+    one = crash_report("noise\n" + TRACEBACK.format(a=10, b=20, x=65530, y=65545))
+    two = crash_report(TRACEBACK.format(a=11, b=29, x=1, y=70000))
+    assert one == two == "OverflowError < server.py:check_range < server.py:handle"
+
+
+def test_native_crash_reports_are_normalised() -> None:
+    assert crash_report("terminate called after throwing an instance of 'std::length_error'\n  what(): x") == \
+        "C++ terminate: std::length_error"
+    asan = "==123==ERROR: ...\nSUMMARY: AddressSanitizer: heap-buffer-overflow /src/plc/parse.c:88:7 in parse_pdu\n"
+    assert crash_report(asan) == "AddressSanitizer: heap-buffer-overflow parse.c:# in parse_pdu"
+    assert crash_report("started\nlistening on 502\n") is None
+
+
+def test_stacks_of_a_hung_target_name_where_it_is_stuck_and_idle_threads_say_nothing() -> None:
+    busy = [{"frames": [{"name": "wait_for_rest", "short_filename": "srv.py", "filename": "/x/srv.py"},
+                        {"name": "handle", "short_filename": "srv.py"}]},
+            {"frames": [{"name": "EpollSelector.select", "short_filename": "selectors.py", "filename": "/usr/lib/python3.11/selectors.py"}]}]
+    assert stack_evidence(busy) == "stuck in srv.py:wait_for_rest < srv.py:handle"
+    assert stack_evidence(busy[1:]) is None
+
+
+def test_keys_use_strong_evidence_alone_and_otherwise_what_the_request_breaks() -> None:
+    trigger = Trigger("read_coils", ("quantity=# above maximum #",))
+    strong = TargetEvidence(returncode=70, report="OverflowError < server.py:check_range")
+    weak = TargetEvidence(signal="SIGSEGV")
+    assert finding_key("modbus", "crash", trigger, strong) == "modbus|crash|evidence: OverflowError < server.py:check_range"
+    assert finding_key("modbus", "crash", trigger, weak) == "modbus|crash|signal SIGSEGV|read_coils|quantity=# above maximum #"
+    # A hang and a lasting hang are one family: replay cannot tell them apart.
+    assert finding_key("modbus", "hang", trigger, None) == finding_key("modbus", "unresponsive-after", trigger, None)
+    assert Trigger.parse(trigger.text) == trigger
+
+
+def test_trigger_names_fields_and_rules_never_values() -> None:
+    modbus = ModbusTCP()
+    template = next(t for t in modbus.templates() if t.name == "read_holding_registers")
+    a = trigger_of(modbus, template.encode(quantity=200))
+    b = trigger_of(modbus, template.encode(quantity=4000))
+    assert a == b and a.request_type == "read_holding_registers" and a.rules == ("quantity=# above maximum #",)
+    assert trigger_of(modbus, template.encode()).text == "read_holding_registers|valid request"
+    assert blank_values("byte_count=3 but quantity=10 needs 2 (0x0a)") == "byte_count=# but quantity=# needs # (#)"
+
+
+def test_titles_say_what_happens_on_what_input() -> None:
+    title = finding_title("crash", "read_holding_registers", ["quantity=0 below minimum 1"], TargetEvidence(signal="SIGABRT"))
+    assert title == "Target process dies (signal SIGABRT) on a read holding registers request with quantity=0 below minimum 1"
+    assert finding_title("spec-violation", "write_single_coil", ["value=1 is not a defined value"], None) == \
+        "Target acts on a write single coil request with value=1 is not a defined value, which the specification says to reject"
+
+
+def test_suppression_sends_one_in_n_matches_and_counts_the_rest() -> None:
+    book = FindingBook(rate=5)
+    state = FindingState(1, "k", "crash")
+    book.add(state)
+    trigger = Trigger("read_coils", ())
+    assert book.match([trigger]) == (None, False)  # not confirmed yet: nothing is held back
+    book.confirm(state, [trigger.text])
+    held = [book.match([trigger])[1] for _ in range(10)]
+    assert held == [True, True, True, True, False] * 2 and state.skipped == 8 and state.matched == 10
+
+
+def test_costly_findings_hold_back_inputs_that_break_their_rules_and_more_reply_findings_only_their_own() -> None:
+    book = FindingBook(rate=1000)
+    crash, reply = FindingState(1, "a", "crash"), FindingState(2, "b", "malformed-reply")
+    book.add(crash)
+    book.add(reply)
+    book.confirm(crash, ["read_coils|address+quantity=# runs past the last address #"])
+    book.confirm(reply, ["write_single_coil|valid request", "write_single_coil|value=# is not a defined value"])
+    wider = Trigger("read_coils", ("address+quantity=# runs past the last address #", "quantity=# above maximum #"))
+    assert book.matching([wider]) is crash
+    assert book.matching([Trigger("read_coils", ())]) is None
+    # A reply-level finding never holds back every valid request of a type, and looks at the last frame only.
+    assert book.matching([], [Trigger("write_single_coil", ())]) is None
+    assert book.matching([], [Trigger("write_single_coil", ("value=# is not a defined value",))]) is reply
+    assert book.matching([Trigger("write_single_coil", ("value=# is not a defined value",))]) is None
+
+
+def test_a_structural_fault_becomes_a_trigger_once_it_reached_the_finding_on_two_request_types() -> None:
+    book = FindingBook()
+    state = FindingState(1, "k", "hang")
+    book.add(state)
+    book.confirm(state)
+    assert not book.note_fault(state, "cut mid-PDU, length adjusted", "write_single_coil")
+    assert book.note_fault(state, "cut mid-PDU, length adjusted", "write_single_register")
+    assert book.matching([fault_trigger("cut mid-PDU, length adjusted")]) is state
+
+
+def test_merging_moves_aliases_triggers_and_counters() -> None:
+    book = FindingBook(rate=2)
+    a, b = FindingState(1, "ka", "crash"), FindingState(2, "kb", "crash")
+    book.add(a)
+    book.add(b)
+    book.confirm(a, ["x|valid request"])
+    book.match(["x|valid request"])
+    book.merge(a, b)
+    assert book.lookup("ka") is b and book.resolve(1) is b and b.matched == 1 and "x|valid request" in b.triggers
