@@ -168,6 +168,10 @@ class Protocol(ABC):
                 bounds = f"{low}..{high}" if spec.maximum is not None else f"at least {low}"
                 raise OtfuzzError(f"{self.name}: option {key}={value} is outside {bounds}")
 
+    def address(self, host: str, port: int) -> None:
+        """Where the target is, for protocols whose messages name it (the endpoint URL in an
+        OPC UA Hello); called once by `protocol_for`, before any template is read. Default: unused."""
+
     # -- what to send -------------------------------------------------------------------------
 
     @abstractmethod
