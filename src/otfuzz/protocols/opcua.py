@@ -730,7 +730,7 @@ class OPCUA(Protocol):
     """OPC UA binary client side (opc.tcp) with SecurityPolicy None and an anonymous session."""
 
     name = "opcua"
-    schemes = ("opcua", "opc.tcp")
+    schemes = ("opcua",)
     default_port = 4840
     accepts_path = True
     options_spec = {
@@ -744,7 +744,7 @@ class OPCUA(Protocol):
     liveness_note = ("Read of Server_ServerStatus_State after HEL, OPN, CreateSession and ActivateSession on its own "
                      "connection, answered with a good status within the deadline")
 
-    def __init__(self, options: Mapping[str, str] | None = None, path: str = "", authority: str = "") -> None:
+    def __init__(self, options: Mapping[str, str] | None = None, path: str = "") -> None:
         super().__init__(options, path)
         if self.options["security"].lower() != "none":
             raise OtfuzzError(f"opcua: option security={self.options['security']} is not supported "
@@ -755,7 +755,12 @@ class OPCUA(Protocol):
                 self.nodes[key] = ub.parse_node_id_text(self.options[key])
             except ValueError as exc:
                 raise OtfuzzError(f"opcua: option {key}={self.options[key]} is not a NodeId: {exc}") from None
-        self.endpoint_url = f"opc.tcp://{authority or f'localhost:{self.default_port}'}{path}".encode()
+        self.address("localhost", self.default_port)
+
+    def address(self, host: str, port: int) -> None:
+        """The endpoint URL every HEL, GetEndpoints and CreateSession names: opc.tcp://host:port/path."""
+        shown = f"[{host}]" if ":" in host else host
+        self.endpoint_url = f"opc.tcp://{shown}:{port}{self.path}".encode()
         self._templates = tuple(
             Template(kind.name, MessageType(kind.name, fields, constraints=tuple(rules)), {},
                      writes=kind.writes, disruptive=kind.disruptive, code=kind.code)
