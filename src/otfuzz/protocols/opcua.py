@@ -452,7 +452,7 @@ class OPCUASession(Session):
         self.activated = False
         self.limits: dict[str, int] = {}  # from ACK
         self._queue: list[bytes] = []  # messages held back until the pending answer arrives
-        self._pending: tuple[str, int] | None = None  # ("ACK" | "OPN" | "MSG" | "ANY", request id)
+        self._pending: tuple[str, int] | None = None  # ("ACK" | "OPN" | "MSG" | "ERR", request id)
         self._intermediate = False  # the pending answer only releases the queue
         self._replies: list[bytes] = []
         self._incoming: list[Chunk] = []
@@ -469,7 +469,7 @@ class OPCUASession(Session):
         self._pending = None
         self._intermediate = False
         if not messages:
-            self._pending = ("ANY", 0) if frame else None
+            self._pending = ("ERR", 0) if frame else None  # bytes that do not frame: only an ERR answers them
             return frame
         out = bytearray()
         for n, message in enumerate(messages):
@@ -484,7 +484,7 @@ class OPCUASession(Session):
                     self._queue.append(rest)
                 return bytes(out)
         if rest and self._pending is None:
-            self._pending = ("ANY", 0)
+            self._pending = ("ERR", 0)
         return bytes(out + rest)
 
     def _holds_back(self, message: Message) -> bool:
@@ -497,7 +497,7 @@ class OPCUASession(Session):
             return ("ACK", 0)
         if message.kind in (OPN, MSG):
             return (message.name, self._sent_request_id)
-        return ("ANY", 0)
+        return ("ERR", 0)  # a message no client sends: a server answers it with ERR, if at all
 
     def _patch(self, message: Message) -> bytes:
         """The message with the connection's state written in (offsets added, placeholders filled)."""
@@ -637,14 +637,16 @@ class OPCUASession(Session):
         if pending is None:
             return
         want, request_id = pending
-        if message.kind == ERR or want == "ANY":
+        if message.kind == ERR:
             matches = True
         elif want == "ACK":
             matches = message.kind == ACK
         elif want == "OPN":  # some servers refuse an OPN with a MSG carrying a ServiceFault
             matches = message.kind == OPN or (message.kind == MSG and message.request_id == request_id)
-        else:
+        elif want == "MSG":
             matches = message.kind == MSG and message.request_id == request_id
+        else:
+            matches = False
         if not matches:
             if message.kind in (HEL, RHE, ACK) or chunk.problem is not None:
                 self._deliver(message.raw)  # not an answer any request gets: the classifier says so
@@ -1076,11 +1078,13 @@ _OPERATIONS: Mapping[str, str] = MappingProxyType({
 
 
 def _check_frame(protocol: OPCUA, frame: bytes) -> list[str]:
+    """Problems of the messages up to the one whose answer is the reply (the last one that
+    gets an answer): what follows it (a CLO, an aborted or unfinished message, bytes that do
+    not frame) is never answered, so it cannot make that answer wrong."""
     messages, rest = parse_messages(frame)
+    answered = max((n for n, m in enumerate(messages) if m.expects_reply), default=None)
     problems: list[str] = []
-    # Bytes after whole chunks belong to no answered message: reported when nothing frames or
-    # when they look like a chunk that is cut short (a conforming server waits for its end).
-    if rest and (not messages or int.from_bytes(rest[:3], "little") in MESSAGE_TYPES):
+    if rest and answered is None and (not messages or int.from_bytes(rest[:3], "little") in MESSAGE_TYPES):
         if len(rest) < HEADER_SIZE:
             problems.append(f"message header cut short: {len(rest)} bytes of 8")
         else:
@@ -1090,7 +1094,8 @@ def _check_frame(protocol: OPCUA, frame: bytes) -> list[str]:
             else:
                 problems.append(f"message_size={size} but {len(rest)} bytes follow")
     state = NONE if not protocol.needs_opening(frame) else ACTIVE
-    for n, message in enumerate(messages, start=1):
+    last = len(messages) - 1 if answered is None else answered
+    for n, message in enumerate(messages[: last + 1], start=1):
         where = f"message {n} ({message.name}): " if len(messages) > 1 else ""
         found, state = _check_message(message, state)
         problems += [where + p for p in found]
@@ -1272,6 +1277,8 @@ def _check_service(service: str, code: int, values: Mapping[str, Any]) -> list[s
                 problems.append(f"policy_id of {-1 if policy is None else len(policy)} bytes is not the server's anonymous policy")
             elif type_id.identifier != 321:
                 problems.append(f"user_identity_token type_id={type_id} is not anonymous")
+            if token_object["encoding"] == 2:
+                problems.append("user_identity_token encoding=2 (XML) in a binary request")
     if service == "TranslateBrowsePathsToNodeIdsRequest":
         for path in values.get("browse_paths") or []:
             elements = path["relative_path"]["elements"]
@@ -1349,6 +1356,8 @@ def _classify(request: bytes, reply: bytes) -> ReplyVerdict:
     if name == "ServiceFault" or ub.is_bad(result):
         return ReplyVerdict(ReplyKind.EXCEPTION, f"{name} {ub.status_name(result)}")
     asked_service = asked.service_id if asked is not None and asked.kind in SECURE else None
+    if asked is not None and asked.kind == OPN:
+        asked_service = 446  # the message type says what it is, whatever its body's type id
     expected = ub.SERVICES.get(ub.RESPONSE_OF.get(asked_service, -1)) if asked_service is not None else None
     if asked is not None and name != expected:
         wanted = expected or f"a ServiceFault (the request's type id {asked.service()[0]} is no service)"
@@ -1385,3 +1394,350 @@ def _classify_ack(message: Message, asked: Message | None) -> ReplyVerdict:
     if receive > hel_send or send > hel_receive:
         return ReplyVerdict(ReplyKind.MALFORMED, f"ACK buffer sizes {receive}/{send} above the HEL's {hel_send}/{hel_receive}")
     return ReplyVerdict(ReplyKind.NORMAL, f"ACK version {version} buffers {receive}/{send} max message {max_message} chunks {max_chunks}")
+
+
+# -- structural faults --------------------------------------------------------------------------------
+
+VALID = " (valid)"
+"""Marks faults that are valid requests in an unusual form: a conforming server answers them normally."""
+OTHER_NODE = " (another node)"
+"""Marks well-formed requests that name a node, view or continuation point the server may not have:
+only the server knows, so `check_request` does not report them (its answer names the status)."""
+LIMIT = " (above a typical server limit)"
+"""Marks requests that are valid unless the server's own limits are lower (MaxChunkCount...)."""
+ARRAY_FIELDS = frozenset(name for fields in ub.STRUCTURES.values() for name, kind in fields if kind.endswith("[]"))
+HELPER_PREFIXES = ("hel_", "opn_", "cs_", "as_", "sub_", "br_")
+
+
+def _resized(chunk: bytes | bytearray) -> bytes:
+    out = bytearray(chunk)
+    out[4:8] = len(out).to_bytes(4, "little")
+    return bytes(out)
+
+
+def _chunked(raw: bytes, parts: int, last: int = FINAL, request_offsets: Sequence[int] = (),
+             sequence_offsets: Sequence[int] = ()) -> bytes:
+    """A single-chunk MSG split into `parts` chunks: C chunks, then `last` (F or A)."""
+    head, body = raw[:24], raw[24:]
+    step = max(1, -(-len(body) // parts))
+    pieces = [body[i:i + step] for i in range(0, len(body), step)] or [b""]
+    out = bytearray()
+    for n, piece in enumerate(pieces):
+        chunk = bytearray(head) + piece
+        chunk[3] = last if n == len(pieces) - 1 else INTERMEDIATE
+        if n < len(sequence_offsets):
+            chunk[16:20] = (sequence_offsets[n] & 0xFFFFFFFF).to_bytes(4, "little")
+        if n < len(request_offsets):
+            chunk[20:24] = (request_offsets[n] & 0xFFFFFFFF).to_bytes(4, "little")
+        if last == ABORT and n == len(pieces) - 1:
+            chunk = chunk[:24] + (0x800B0000).to_bytes(4, "little") + (0).to_bytes(4, "little")  # error, empty reason
+        out += _resized(chunk)
+    return bytes(out)
+
+
+def _nested_variant(depth: int) -> bytes:
+    """A Variant holding an array of one Variant, `depth` times, around an Int32."""
+    return b"\x98\x01\x00\x00\x00" * depth + b"\x06\x2a\x00\x00\x00"
+
+
+def _node_encodings(nid: NodeId) -> list[tuple[str, bytes, bool]]:
+    """(what, encoding, same node?) for every other way to write `nid`."""
+    out: list[tuple[str, bytes, bool]] = []
+    ident = nid.identifier
+    if nid.kind == "numeric":
+        assert isinstance(ident, int)
+        ns = nid.namespace
+        if ns == 0 and ident <= 0xFF:
+            out.append(("two-byte", bytes([0, ident]), True))
+        if ns <= 0xFF and ident <= 0xFFFF:
+            out.append(("four-byte", bytes([1, ns]) + ident.to_bytes(2, "little"), True))
+        out.append(("numeric", b"\x02" + ns.to_bytes(2, "little") + ident.to_bytes(4, "little"), True))
+        text = str(ident).encode()
+    else:
+        text = bytes(ident)  # type: ignore[arg-type]
+    ns2 = nid.namespace.to_bytes(2, "little")
+    out += [
+        ("string", b"\x03" + ns2 + len(text).to_bytes(4, "little") + text, nid.kind == "string"),
+        ("guid", b"\x04" + ns2 + text.ljust(16, b"\0")[:16], False),
+        ("bytestring", b"\x05" + ns2 + len(text).to_bytes(4, "little") + text, nid.kind == "opaque"),
+        ("invalid encoding 0x06", b"\x06" + ns2 + b"\x01\x00\x00\x00", False),
+        ("ExpandedNodeId flag 0x80 in a NodeId", bytes([0x80 | 2]) + ns2 + b"\x01\x00\x00\x00", False),
+    ]
+    return [item for item in out if item[1] != ub.encode_node_id(nid) or not item[2]]
+
+
+def _faults(protocol: OPCUA, template: Template) -> list[tuple[str, bytes]]:
+    frame = template.encode()
+    messages, _ = parse_messages(frame)
+    main = messages[-1].raw
+    prefix = frame[: len(frame) - len(main)]
+    spans = {s.field.name: s for s in template.message.spans()}
+    kind = messages[-1].kind
+    code = template.code
+
+    def with_main(raw: bytes) -> bytes:
+        return prefix + raw
+
+    def splice(first: str, last: str, new: bytes) -> bytes:
+        """The frame with fields first..last of the main message replaced by `new`, size fixed."""
+        start, end = spans[first].offset, spans[last].offset + spans[last].size
+        return with_main(_resized(frame[len(prefix):start] + new + frame[end:]))
+
+    def last_field(name: str) -> str:
+        names = [n for n in spans if n == name or n.startswith(name + "_")]
+        return names[-1]
+
+    out: list[tuple[str, bytes]] = []
+    size = len(main)
+    out += [
+        ("message size one short of the chunk", template.encode(message_size=size - 1)),
+        ("message size one longer than the chunk", template.encode(message_size=size + 1)),
+        ("message size 7, below the 8-byte header", template.encode(message_size=7)),
+        ("message size 0x7FFFFFFF", template.encode(message_size=0x7FFFFFFF)),
+        ("chunk type 'X'", template.encode(chunk_type=ord("X"))),
+        ("message type 'MSX'", template.encode(message_type=_tag("MSX"))),
+        ("message cut by one byte, size adjusted", with_main(_resized(main[:-1]))),
+        ("one extra byte after the message, size adjusted", with_main(_resized(main + b"\x00"))),
+    ]
+    if kind == HEL:
+        out += _hello_faults(protocol, template)
+        return out
+    session_service = code is not None and code not in ub.SESSIONLESS and kind == MSG
+    if kind in SECURE:
+        out += [
+            ("secure channel id one above the channel's", template.encode(secure_channel_id=1)),
+            ("secure channel id one below the channel's", template.encode(secure_channel_id=0xFFFFFFFF)),
+            ("sequence number repeated (the last one again)", template.encode(sequence_number=0xFFFFFFFF)),
+            ("sequence number one ahead (one skipped)", template.encode(sequence_number=1)),
+        ]
+    if kind in (MSG, CLO):
+        out.append(("token id not the channel's current token", template.encode(token_id=TOKEN_FAULT)))
+    if session_service and protocol.needs_opening(frame):
+        out += [
+            ("request before ActivateSession (HEL, OPN, CreateSession, then the request)", protocol.preamble_bytes("as") + main),
+            ("request before CreateSession (HEL, OPN, then the request)", protocol.preamble_bytes("cs") + main),
+            ("request after CloseSession", protocol.preamble_bytes("end") + protocol.message_bytes("close_session", -1) + main),
+        ]
+    if kind == MSG and protocol.needs_opening(frame):
+        out.append(("MSG before OPN (HEL, then the request)", protocol.preamble_bytes("opn") + main))
+    if kind == MSG:
+        out += [
+            ("message in two chunks, C then F" + VALID, with_main(_chunked(main, 2))),
+            ("message in five chunks" + VALID, with_main(_chunked(main, 5))),
+            ("message in two chunks, C then A (aborted)", with_main(_chunked(main, 2, ABORT))),
+            ("C chunk alone, no final chunk", template.encode(chunk_type=INTERMEDIATE)),
+            ("second chunk with another request id", with_main(_chunked(main, 2, request_offsets=(0, 1)))),
+            ("second chunk skips a sequence number", with_main(_chunked(main, 2, sequence_offsets=(0, 1)))),
+            ("abort chunk alone", template.encode(chunk_type=ABORT)),
+        ]
+    if kind in SECURE:
+        out += [
+            ("type id of no service (i=9999)", template.encode(type_id=9999)),
+            ("type id of the service's response", template.encode(type_id=(code or 0) + 3)),
+            ("type id in numeric encoding" + VALID,
+             splice("type_id_encoding", "type_id", b"\x02\x00\x00" + (code or 0).to_bytes(4, "little"))),
+            ("type id as a string NodeId", splice("type_id_encoding", "type_id", b"\x03\x00\x00\x03\x00\x00\x00" + str(code).encode())),
+            ("audit entry id length -2", template.encode(audit_entry_id_length=0xFFFFFFFE)),
+            ("audit entry id length 0x7FFFFFFF", template.encode(audit_entry_id_length=0x7FFFFFFF)),
+            ("additional header with an extension object of unknown type" + VALID,
+             splice("additional_header_type_encoding", "additional_header_encoding",
+                    b"\x01\x00\x0f\x27\x01\x04\x00\x00\x00\xde\xad\xbe\xef")),
+        ]
+    if session_service:
+        token = ("authentication_token_encoding", "authentication_token_id")
+        out += [
+            ("authentication token of no session (i=3735928559)", splice(*token, b"\x02\x00\x00\xef\xbe\xad\xde")),
+            ("null authentication token in four-byte encoding", splice(*token, b"\x01\x00\x00\x00")),
+            ("authentication token as an empty opaque NodeId", splice(*token, b"\x05\x00\x00\x00\x00\x00\x00")),
+        ]
+    out += _service_faults(protocol, template, splice, spans)
+    strings = [n for n in spans if n.endswith("_length") and not n.startswith(HELPER_PREFIXES)
+               and n not in ("audit_entry_id_length", "user_identity_token_length")]
+    for name in strings[:4]:
+        present = spans[name[: -len("_length")]].size
+        out += [
+            (f"{name[:-7]} length -2", template.encode(**{name: 0xFFFFFFFE})),
+            (f"{name[:-7]} length 0x7FFFFFFF", template.encode(**{name: 0x7FFFFFFF})),
+            (f"{name[:-7]} length one longer than its bytes", template.encode(**{name: present + 1})),
+        ]
+    for name in [n for n in spans if n.endswith("_count") and n[:-6] in ARRAY_FIELDS]:
+        have = int.from_bytes(frame[spans[name].offset:spans[name].offset + 4], "little")
+        out += [
+            (f"{name} -2", template.encode(**{name: 0xFFFFFFFE})),
+            (f"{name} 0x7FFFFFFF", template.encode(**{name: 0x7FFFFFFF})),
+            (f"{name} says {have + 1}, {have} follow", template.encode(**{name: have + 1})),
+        ]
+        if have:
+            out.append((f"{name} 0, the elements still present", template.encode(**{name: 0})))
+    for name in [n[: -len("_encoding")] for n in spans if n.endswith("_encoding") and isinstance(spans[n].field, UInt)
+                 and spans[n].field.enum is NODE_ENCODINGS and not n.startswith(HELPER_PREFIXES)
+                 and n not in ("type_id_encoding", "authentication_token_encoding")]:
+        nid = _node_of(frame, spans[f"{name}_encoding"].offset)
+        if nid is None:
+            continue
+        for what, encoded, same in _node_encodings(nid):
+            out.append((f"{name} as {what}{VALID if same else (OTHER_NODE if 'invalid' not in what and 'flag' not in what and not name.endswith('_type') else '')}", splice(f"{name}_encoding", last_field(name), encoded)))
+    if template is protocol.templates()[0]:
+        out += _limit_faults(protocol, template, main, with_main)
+    return out
+
+
+def _node_of(frame: bytes, offset: int) -> NodeId | None:
+    try:
+        return ub.Reader(frame, offset).node_id("node")
+    except DecodeError:
+        return None
+
+
+def _service_faults(protocol: OPCUA, template: Template, splice: Callable[[str, str, bytes], bytes],
+                    spans: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+    name = template.name
+    out: list[tuple[str, bytes]] = []
+    if name in ("open_secure_channel", "renew_secure_channel"):
+        out += [
+            ("security mode Sign under SecurityPolicy None", template.encode(security_mode=2)),
+            ("security mode SignAndEncrypt under SecurityPolicy None", template.encode(security_mode=3)),
+            ("security mode Invalid (0)", template.encode(security_mode=0)),
+            ("request type 2 (neither Issue nor Renew)", template.encode(request_type=2)),
+            ("security policy Basic256Sha256 in an unsigned OPN",
+             template.encode(security_policy_uri=b"http://opcfoundation.org/UA/SecurityPolicy#Basic256Sha256")),
+            ("security policy uri empty", template.encode(security_policy_uri=b"")),
+            ("OPN in two chunks, C then F", _opn_in_two(template)),
+        ]
+        if name == "renew_secure_channel":
+            out.append(("OPN Issue as the first message of a connection (no HEL)", template.encode(request_type=ISSUE)))
+        else:
+            out.append(("OPN Renew on a fresh channel", template.encode(request_type=RENEW)))
+    if name == "write":
+        out += [
+            ("value of built-in type 26 (undefined)", template.encode(value_type=26)),
+            ("value of type 0 (a null Variant)", template.encode(value_type=0)),
+            ("DataValue with reserved mask bits", template.encode(value_mask=0xC1)),
+            ("DataValue without a value (mask 0)", splice("value_mask", "value", b"\x00")),
+            ("Double array of length 0x7FFFFFFF, one element present",
+             splice("value_type", "value", b"\x8b\xff\xff\xff\x7f" + b"\x00" * 8)),
+            ("Double array of 2 with dimensions saying 3",
+             splice("value_type", "value", b"\xcb\x02\x00\x00\x00" + b"\x00" * 16 + b"\x01\x00\x00\x00\x03\x00\x00\x00")),
+            ("Variant nested 150 deep" + LIMIT, splice("value_type", "value", _nested_variant(150))),
+            ("Variant nested 3000 deep" + LIMIT, splice("value_type", "value", _nested_variant(3000))),
+            ("scalar Variant holding a Variant", splice("value_type", "value", b"\x18\x06\x2a\x00\x00\x00")),
+        ]
+    if name == "call":
+        out += [
+            ("argument of built-in type 26 (undefined)", template.encode(argument_type=26)),
+            ("argument Variant nested 150 deep" + LIMIT, splice("argument_type", "argument", _nested_variant(150))),
+            ("argument Variant nested 3000 deep" + LIMIT, splice("argument_type", "argument", _nested_variant(3000))),
+            ("argument String of length -2", splice("argument_type", "argument", b"\x0c\xfe\xff\xff\xff")),
+            ("argument ExtensionObject of unknown type with a short body",
+             splice("argument_type", "argument", b"\x16\x01\x00\x0f\x27\x01\x10\x00\x00\x00\x00")),
+        ]
+    if name == "activate_session":
+        length = template.encode()[spans["user_identity_token_length"].offset:][:4]
+        out += [
+            ("user identity token of unknown type (i=9999)", template.encode(user_identity_token_type_id=9999)),
+            ("user identity token body length one longer than present",
+             template.encode(user_identity_token_length=int.from_bytes(length, "little") + 1)),
+            ("user identity token body length -2", template.encode(user_identity_token_length=0xFFFFFFFE)),
+            ("user identity token XML-encoded", template.encode(user_identity_token_encoding=2)),
+            ("user identity token with a policy id the server does not offer", template.encode(policy_id=b"nobody")),
+            ("UserName token type with an anonymous body", template.encode(user_identity_token_type_id=324)),
+        ]
+    if name in ("create_monitored_items", "delete_subscriptions"):
+        out += [
+            ("subscription id of the subscription created before this connection's", template.encode(subscription_id=0xFFFFFFFF)),
+            ("subscription id one above this connection's", template.encode(subscription_id=1)),
+        ]
+    if name == "create_monitored_items":
+        out += [
+            ("monitoring filter of unknown type", splice("filter_type_encoding", "filter_encoding", b"\x01\x00\x0f\x27\x01\x00\x00\x00\x00")),
+            ("monitoring mode 3 (undefined)", template.encode(monitoring_mode=3)),
+            ("attribute id 0 (undefined)", template.encode(attribute_id=0)),
+        ]
+    if name == "read":
+        out += [
+            ("attribute id 0 (undefined)", template.encode(attribute_id=0)),
+            ("attribute id 28 (undefined)", template.encode(attribute_id=28)),
+            ("timestamps to return 4 (undefined)", template.encode(timestamps_to_return=4)),
+            ("max age -1.0", template.encode(max_age=_double(-1.0))),
+            ("max age NaN", template.encode(max_age=0x7FF8000000000000)),
+            ("index range '9999:0' on a scalar" + OTHER_NODE, template.encode(index_range=b"9999:0")),
+            ("data encoding of no encoding" + OTHER_NODE, template.encode(data_encoding_name=b"Default XYZ")),
+        ]
+    if name == "browse":
+        out += [
+            ("browse direction 3 (Invalid)", template.encode(browse_direction=3)),
+            ("reference type id of no reference type (i=9999)" + OTHER_NODE, splice("reference_type_id_encoding", "reference_type_id_id", b"\x01\x00\x0f\x27")),
+            ("view id of no view (i=9999)" + OTHER_NODE, splice("view_id_encoding", "view_id_id", b"\x01\x00\x0f\x27")),
+        ]
+    if name == "browse_next":
+        out += [
+            ("continuation point the server never issued" + OTHER_NODE, template.encode(continuation_point=b"\xde\xad\xbe\xef")),
+            ("continuation point of 4096 bytes" + OTHER_NODE, template.encode(continuation_point=b"\x41" * 4096)),
+        ]
+    if name == "translate_browse_paths_to_node_ids":
+        out += [
+            ("relative path element with an empty target name", template.encode(e1_target_name_name=b"")),
+            ("relative path of 0 elements", template.encode(elements_count=0)),
+        ]
+    return out
+
+
+def _opn_in_two(template: Template) -> bytes:
+    frame = template.encode()
+    messages, _ = parse_messages(frame)
+    main = messages[-1]
+    raw = main.raw
+    at = main.chunks[0].body_at
+    prefix = frame[: len(frame) - len(raw)]
+    half = at + (len(raw) - at) // 2
+    first = bytearray(raw[:half])
+    first[3] = INTERMEDIATE
+    second = raw[:at] + raw[half:]
+    return prefix + _resized(first) + _resized(second)
+
+
+def _hello_faults(protocol: OPCUA, template: Template) -> list[tuple[str, bytes]]:
+    frame = template.encode()
+    get_endpoints = protocol.message_bytes("get_endpoints", -1)
+    ack = _resized(b"ACKF\0\0\0\0" + struct.pack("<5I", 0, RECEIVE_BUFFER, SEND_BUFFER, 0, 0))
+    err = _resized(b"ERRF\0\0\0\0" + struct.pack("<I", 0x80020000) + struct.pack("<i", -1))
+    rhe = _resized(b"RHEF\0\0\0\0" + struct.pack("<i", 4) + b"urn:" + struct.pack("<i", len(protocol.endpoint_url)) + protocol.endpoint_url)
+    return [
+        ("receive buffer size 8191, below the 8192 minimum", template.encode(receive_buffer_size=MIN_BUFFER - 1)),
+        ("send buffer size 8191, below the 8192 minimum", template.encode(send_buffer_size=MIN_BUFFER - 1)),
+        ("receive and send buffer sizes 0", template.encode(receive_buffer_size=0, send_buffer_size=0)),
+        ("endpoint url of 4096 bytes", template.encode(endpoint_url=protocol.endpoint_url + b"/" * (MAX_URL - len(protocol.endpoint_url)))),
+        ("endpoint url length -2", template.encode(endpoint_url_length=0xFFFFFFFE)),
+        ("endpoint url length 0x7FFFFFFF", template.encode(endpoint_url_length=0x7FFFFFFF)),
+        ("protocol version 0xFFFFFFFF" + VALID, template.encode(protocol_version=0xFFFFFFFF)),
+        ("max chunk count 1 and max message size 8192" + VALID, template.encode(max_chunk_count=1, max_message_size=MIN_BUFFER)),
+        ("HEL twice", frame + frame),
+        ("HEL as a C chunk", template.encode(chunk_type=INTERMEDIATE)),
+        ("ACK sent by the client", ack),
+        ("ERR sent by the client", err),
+        ("RHE (reverse hello) sent by the client", rhe),
+        ("OPN before HEL", protocol.message_bytes("open_secure_channel", -1)),
+        ("MSG before OPN (HEL, then GetEndpoints)", frame + get_endpoints),
+        ("unknown message type 'XYZ' as the first message", _resized(b"XYZF\0\0\0\0" + b"\0" * 8)),
+    ]
+
+
+def _limit_faults(protocol: OPCUA, template: Template, main: bytes, with_main: Callable[[bytes], bytes]) -> list[tuple[str, bytes]]:
+    """Sizes above the negotiated limits and abusive chunking: emitted once, with the first template."""
+    big = template.encode(audit_entry_id=b"A" * (SEND_BUFFER + 1 - len(main)))
+    return [
+        ("chunk of 65536 bytes, above the negotiated buffer size 65535", big),
+        ("200 C chunks and no final chunk", with_main(_open_chunks(main, 200))),
+        ("2000 chunks of a few bytes, then the final chunk" + LIMIT, with_main(_chunked(main, 2000))),
+    ]
+
+
+def _open_chunks(main: bytes, count_: int) -> bytes:
+    """`count_` C chunks carrying the start of the message, and no final chunk."""
+    head, body = main[:24], main[24:]
+    out = bytearray()
+    for n in range(count_):
+        chunk = bytearray(head) + body[n % len(body):n % len(body) + 1]
+        chunk[3] = INTERMEDIATE
+        out += _resized(chunk)
+    return bytes(out)
