@@ -477,7 +477,7 @@ class OPCUASession(Session):
             out += self._patch(message)
             if message.expects_reply:
                 self._pending = self._expect(message)
-            if later and self._holds_back(message):
+            if later and _holds_back(message):
                 self._intermediate = True
                 self._queue = [m.raw for m in messages[n + 1:]]
                 if rest:
@@ -486,11 +486,6 @@ class OPCUASession(Session):
         if rest and self._pending is None:
             self._pending = ("ERR", 0)
         return bytes(out + rest)
-
-    def _holds_back(self, message: Message) -> bool:
-        if message.kind == HEL or message.kind == OPN:
-            return True
-        return message.kind == MSG and message.service_id in STATEFUL
 
     def _expect(self, message: Message) -> tuple[str, int]:
         if message.kind == HEL:
@@ -1098,8 +1093,23 @@ def _check_frame(protocol: OPCUA, frame: bytes) -> list[str]:
     for n, message in enumerate(messages[: last + 1], start=1):
         where = f"message {n} ({message.name}): " if len(messages) > 1 else ""
         found, state = _check_message(message, state)
-        problems += [where + p for p in found]
+        # An earlier message's own faults count when the session waited for its (good) answer
+        # before sending on; otherwise it went out with the rest, and its answer is not judged.
+        if n - 1 == last or answered is None or _holds_back(message):
+            problems += [where + p for p in found]
+        else:
+            problems += [where + p for p in found if _is_state_problem(p)]
     return problems
+
+
+def _holds_back(message: Message) -> bool:
+    """True for messages the session sends alone, waiting for their answer before the rest."""
+    return message.kind in (HEL, OPN) or (message.kind == MSG and message.service_id in STATEFUL)
+
+
+def _is_state_problem(problem: str) -> bool:
+    return any(words in problem for words in ("before CreateSession", "before ActivateSession", "after CloseSession",
+                                              "before OPN", "before HEL"))
 
 
 def _check_message(message: Message, state: int) -> tuple[list[str], int]:
