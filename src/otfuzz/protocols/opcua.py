@@ -374,7 +374,11 @@ class Message:
         """(service name, body values, problems) of a secure message's body."""
         type_id, name = self.service()
         if type_id is None:
-            return None, None, ["type_id does not decode"]
+            try:
+                ub.Reader(self.body).node_id("type_id")
+            except DecodeError as exc:
+                return None, None, [str(exc)]
+            return None, None, ["type_id cut short"]
         if name is None:
             return None, None, [f"type_id={type_id} is not a known service encoding"]
         body = self.body
@@ -1220,7 +1224,7 @@ def _check_open(message: Message, state: int) -> tuple[list[str], int]:
     problems: list[str] = []
     if chunk.policy_uri != POLICY_NONE:
         shown = len(chunk.policy_uri) if chunk.policy_uri is not None else -1
-        problems.append(f"security_policy_uri of {shown} bytes is not SecurityPolicy None (unsigned OPN)")
+        problems.append(f"security_policy_uri length={shown} is not SecurityPolicy None (unsigned OPN)")
     if chunk.sequence_number:
         problems.append(f"sequence_number={_signed(chunk.sequence_number)} away from the next one")
     service, values, found = message.decode()
@@ -1284,7 +1288,7 @@ def _check_service(service: str, code: int, values: Mapping[str, Any]) -> list[s
                 problems.append(f"user_identity_token type_id={type_id} is not an identity token")
             elif token_object.get("body") is not None and token_object["body"].get("policy_id") != PLACEHOLDER_POLICY:
                 policy = token_object["body"].get("policy_id")
-                problems.append(f"policy_id of {-1 if policy is None else len(policy)} bytes is not the server's anonymous policy")
+                problems.append(f"policy_id length={-1 if policy is None else len(policy)} is not the anonymous policy the server offers")
             elif type_id.identifier != 321:
                 problems.append(f"user_identity_token type_id={type_id} is not anonymous")
             if token_object["encoding"] == 2:
@@ -1296,7 +1300,7 @@ def _check_service(service: str, code: int, values: Mapping[str, Any]) -> list[s
                 problems.append("relative_path elements length=0: nothing to do")
             for element in elements or []:
                 if not element["target_name"][1]:
-                    problems.append("target_name of 0 bytes is not a browse name")
+                    problems.append("target_name length=0 is not a browse name")
     return problems
 
 

@@ -427,7 +427,7 @@ class Reader:
 
     def take(self, size: int, what: str) -> bytes:
         if size > self.remaining:
-            raise DecodeError(f"{what} needs {size} bytes but {self.remaining} remain")
+            raise DecodeError(f"{what} cut short: needs {size} bytes, {self.remaining} remain")
         out = self.data[self.pos : self.pos + size]
         self.pos += size
         return out
@@ -435,7 +435,7 @@ class Reader:
     def fixed(self, kind: str, what: str) -> Any:
         packer = _FIXED[kind]
         if packer.size > self.remaining:
-            raise DecodeError(f"{what} needs {packer.size} bytes but {self.remaining} remain")
+            raise DecodeError(f"{what} cut short: needs {packer.size} bytes, {self.remaining} remain")
         (value,) = packer.unpack_from(self.data, self.pos)
         self.pos += packer.size
         return value
