@@ -459,3 +459,42 @@ def test_a_written_value_reads_back(opcua_server, connect) -> None:
     message = parse_messages(reply)[0][0]
     response = struct_from_binary(ua.ReadResponse, Buffer(message.body))
     assert response.Results[0].Value.Value == 77.25
+
+
+@pytest.mark.integration
+def test_asyncua_acks_buffer_sizes_the_wrong_way_round(opcua_server, connect) -> None:
+    """Pinned: OPC 10000-6 7.1.2.4 says the ACK's ReceiveBufferSize shall not be larger than the
+    HEL's SendBufferSize (and its SendBufferSize not larger than the HEL's ReceiveBufferSize);
+    asyncua 2.1.0 caps each by the HEL field of the same name, so a HEL that may send less than
+    it receives gets an ACK promising to receive more than the client will ever send."""
+    port, protocol = opcua_server
+    frame = protocol.template("hello").encode(send_buffer_size=65519)
+    verdict = protocol.classify(frame, connect(port, protocol.session(), opening=False).exchange(frame, 2.0))
+    assert verdict.kind is ReplyKind.MALFORMED and "ACK buffer sizes 65535/65519 above the HEL's 65519/65535" in verdict.detail
+
+
+@pytest.mark.integration
+def test_a_variant_array_of_null_elements_makes_asyncua_allocate_until_it_fails(connect) -> None:
+    """A finding of this module's fault list, pinned: a Call whose argument is a Variant array of
+    Null elements (encoding mask 0x80) with length 0x7FFFFFFF makes asyncua 2.1.0 build a list of
+    that many elements (ua_binary's array deserializer reads no bytes per Null element), so the
+    server stops answering everyone while its memory grows. Unbounded it needs 16 GiB; under the
+    test server's 1 GiB limit it ends in MemoryError and a ServiceFault Bad_InternalError. If a
+    later asyncua refuses the request at once, update this test and the notes."""
+    port = free_port()
+    proc = start_server([*script("opcua_server.py"), "--port", str(port), "--memory-mb", "1024"], port)
+    try:
+        protocol = OPCUA(TEST_NODES, "/otfuzz")
+        protocol.address("127.0.0.1", port)
+        frame = faults_of_protocol(protocol, "call")["argument Variant: array of Null elements, length 0x7FFFFFFF"]
+        assert "input_arguments[0] mask=0x80: array bits on a null Variant" in protocol.check_request(frame)
+        client = connect(port, protocol.session())
+        client.send(frame)
+        with pytest.raises(AssertionError, match="not answered"):  # the opening of a new connection goes unanswered
+            connect(port, protocol.session(), timeout=0.5)
+        verdict = protocol.classify(frame, client.receive(30.0))
+        assert verdict.kind is ReplyKind.EXCEPTION and "Bad_InternalError 0x80020000" in verdict.detail
+        assert protocol.probe_ok(connect(port, protocol.session()).exchange(protocol.probe().frame, 2.0))
+    finally:
+        proc.kill()
+        stop_server(proc)

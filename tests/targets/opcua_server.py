@@ -11,6 +11,8 @@ write. Endpoint opc.tcp://127.0.0.1:PORT/otfuzz, anonymous access, and in namesp
     ns=2;i=1004  Marker       Double 0.0, writable (policy tests write it)
     ns=2;i=1010  method Double(UInt32) -> UInt32 on Plant
 
+Its address space is limited (--memory-mb, 1 GiB by default) because a Variant array of Null
+elements with a length near 2**31 makes asyncua 2.1 build a list of that many elements.
 Prints READY once listening and serves until killed.
 
     python tests/targets/opcua_server.py --port 4840
@@ -19,6 +21,7 @@ Prints READY once listening and serves until killed.
 import argparse
 import asyncio
 import logging
+import resource
 import signal
 
 from asyncua import Server, ua
@@ -67,7 +70,11 @@ async def serve(port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--memory-mb", type=int, default=1024,
+                        help="address-space limit: asyncua 2.1 can be made to allocate without bound (see tests)")
     args = parser.parse_args()
+    limit = args.memory_mb << 20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     asyncio.run(serve(args.port))
 
 

@@ -1635,6 +1635,7 @@ def _service_faults(protocol: OPCUA, template: Template, splice: Callable[[str, 
             ("Variant nested 150 deep" + LIMIT, splice("value_type", "value", _nested_variant(150))),
             ("Variant nested 3000 deep" + LIMIT, splice("value_type", "value", _nested_variant(3000))),
             ("scalar Variant holding a Variant", splice("value_type", "value", b"\x18\x06\x2a\x00\x00\x00")),
+            ("value Variant: array of Null elements, length 0x7FFFFFFF", splice("value_type", "value", b"\x80\xff\xff\xff\x7f")),
         ]
     if name == "call":
         out += [
@@ -1642,6 +1643,7 @@ def _service_faults(protocol: OPCUA, template: Template, splice: Callable[[str, 
             ("argument Variant nested 150 deep" + LIMIT, splice("argument_type", "argument", _nested_variant(150))),
             ("argument Variant nested 3000 deep" + LIMIT, splice("argument_type", "argument", _nested_variant(3000))),
             ("argument String of length -2", splice("argument_type", "argument", b"\x0c\xfe\xff\xff\xff")),
+            ("argument Variant: array of Null elements, length 0x7FFFFFFF", splice("argument_type", "argument", b"\x80\xff\xff\xff\x7f")),
             ("argument ExtensionObject of unknown type with a short body",
              splice("argument_type", "argument", b"\x16\x01\x00\x0f\x27\x01\x10\x00\x00\x00\x00")),
         ]
