@@ -291,6 +291,12 @@ class Protocol(ABC):
         codes, qualifiers, object ids): the mutation and pairwise strategies draw from them."""
         return {}
 
+    def observed_state(self, reply: bytes) -> bytes:
+        """The part of a reply to an observation read that shows the target's state, which a
+        policy test compares before and after a write. Default: the whole reply; protocols whose
+        replies also carry timestamps or per-message counters return only the values."""
+        return reply
+
     def stress_flood(self) -> tuple[bytes, str] | None:
         """The protocol's own cheap, always-answered message (echo, link test, keep-alive),
         with its name: flooding it loads the stack below the application. None: there is none."""
