@@ -847,6 +847,21 @@ class OPCUA(Protocol):
                 out[key] = value[1].decode("utf-8", "replace")[:80]
         return out
 
+    def observed_state(self, reply: bytes) -> bytes:
+        """A response's body after its ResponseHeader: the results, without the timestamp,
+        request handle and sequence header that differ on every answer."""
+        messages, _ = parse_messages(reply)
+        if len(messages) != 1 or messages[0].kind != MSG:
+            return reply
+        body = messages[0].body
+        try:
+            reader = ub.Reader(body)
+            reader.node_id("type_id")
+            reader.value("ResponseHeader", "response_header")
+        except DecodeError:
+            return reply
+        return body[reader.pos:]
+
     def needs_opening(self, frame: bytes) -> bool:
         """A frame that starts with HEL (or another connection-level message, or OPN Issue)
         sets up its own connection state: it goes out on a fresh connection."""
