@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -422,13 +422,6 @@ def _signed(value: int) -> int:
 
 
 # -- session ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Outgoing:
-    """One message waiting to go out after the answer it depends on."""
-
-    data: bytes
 
 
 class OPCUASession(Session):
