@@ -498,3 +498,16 @@ def test_a_variant_array_of_null_elements_makes_asyncua_allocate_until_it_fails(
     finally:
         proc.kill()
         stop_server(proc)
+
+
+def test_pipelined_requests_each_get_their_answer_and_owed_ones_in_a_frame_do_not() -> None:
+    session = opened_session()
+    sent = [session.prepare(template("read").encode()) for _ in range(3)]
+    answers = [server_message(ua.ReadResponse(), field_at(s, 20)) for s in sent]
+    session.feed(b"".join(answers))
+    assert [session.next_reply() for _ in range(4)] == [*answers, None]
+    pair = session.prepare(template("read").encode() * 2)
+    first_id, second_id = field_at(pair, 20), field_at(pair, len(pair) // 2 + 20)
+    owed, answer = server_message(ua.ReadResponse(), first_id), server_message(ua.ReadResponse(), second_id)
+    session.feed(owed + answer)
+    assert session.next_reply() == answer and session.next_reply() is None

@@ -33,6 +33,7 @@ Nothing here opens a socket or reads a clock; timestamps and nonces in templates
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -59,6 +60,7 @@ SEQUENCE_WRAP = (1 << 32) - 1024  # sequence numbers wrap only above UInt32.MaxV
 TIMESTAMP = 133_485_408_000_000_000  # 2024-01-01T00:00:00Z as a DateTime: templates are fixed
 CLIENT_NONCE = b"otfuzz-client-nonce-0123456789ab"  # 32 bytes
 TOKEN_FAULT = 0x10000  # a token id offset that no renewal reaches
+OUTSTANDING = 256  # pipelined requests whose answers are still taken as replies
 
 
 def _tag(text: str) -> int:
@@ -430,8 +432,9 @@ class OPCUASession(Session):
     Replies are framed in `feed`: each whole incoming message updates the state (limits from
     ACK, channel and token from OPN, authentication token and anonymous policy from
     CreateSession, subscription id, continuation point) and is the reply when it answers the
-    request pending (matched by request id), or ends the case (ERR). Answers owed to earlier
-    messages of the same frame, and Publish answers that come late, are dropped.
+    request pending (matched by request id), or ends the case (ERR). Frames prepared one after
+    another without waiting (a stress flood) are all answered: each one's answer is a reply,
+    matched by its request id. Answers owed to earlier messages of the same frame are dropped.
     """
 
     def __init__(self, opening: Sequence[bytes] = ()) -> None:
@@ -454,6 +457,7 @@ class OPCUASession(Session):
         self._replies: list[bytes] = []
         self._incoming: list[Chunk] = []
         self._sent_request_id = 0
+        self._outstanding: deque[int] = deque(maxlen=OUTSTANDING)
 
     def opening(self) -> list[bytes]:
         return list(self._opening)
@@ -462,6 +466,10 @@ class OPCUASession(Session):
 
     def prepare(self, frame: bytes) -> bytes:
         messages, rest = parse_messages(frame)
+        if self._pending is not None and self._pending[0] == "MSG" and not self._intermediate:
+            # Sent before and not answered yet: a pipelined request (a stress flood writes many
+            # before reading), whose answer is still a reply when it comes.
+            self._outstanding.append(self._pending[1])
         self._queue = []
         self._pending = None
         self._intermediate = False
@@ -627,6 +635,9 @@ class OPCUASession(Session):
         self._learn(message)
         pending = self._pending
         if pending is None:
+            if message.kind == MSG and message.request_id in self._outstanding:
+                self._outstanding.remove(message.request_id)
+                self._replies.append(message.raw)
             return
         want, request_id = pending
         if message.kind == ERR:
@@ -639,6 +650,10 @@ class OPCUASession(Session):
             matches = message.kind == MSG and message.request_id == request_id
         else:
             matches = False
+        if not matches and message.kind == MSG and message.request_id in self._outstanding:
+            self._outstanding.remove(message.request_id)
+            self._replies.append(message.raw)
+            return
         if not matches:
             if message.kind in (HEL, RHE, ACK) or chunk.problem is not None:
                 self._deliver(message.raw)  # not an answer any request gets: the classifier says so
