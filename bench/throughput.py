@@ -1,5 +1,5 @@
-"""Campaign throughput on loopback: otfuzz against pymodbus and against a minimal responder,
-beside a bare asyncio request/response loop against the same responder.
+"""Campaign throughput on loopback: otfuzz against pymodbus, against a minimal responder and
+against asyncua (OPC UA), each beside a bare asyncio request/response loop against the same server.
 
 Prints figures; asserts nothing (benchmarks are not tests). Every loop is bounded in time.
 
@@ -53,6 +53,41 @@ async def bare_loop(port: int, seconds: float) -> float:
         client.waiter = loop.create_future()
         transport.write(VALID)
         await client.waiter
+        count += 1
+    transport.close()
+    return count / (time.perf_counter() - start)
+
+
+async def bare_opcua_loop(port: int, seconds: float) -> float:
+    """The same honest loop for OPC UA: one opened session (HEL, OPN, CreateSession,
+    ActivateSession), then Read of ServerStatus.State, each patched with sequence number and
+    handle by the module's session, waiting for each answer."""
+    from otfuzz.protocols.opcua import OPCUA
+
+    protocol = OPCUA({}, "/otfuzz")
+    protocol.address("127.0.0.1", port)
+    session = protocol.session()
+    loop = asyncio.get_running_loop()
+    transport, client = await loop.create_connection(_Client, "127.0.0.1", port)
+    transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def exchange(frame: bytes) -> None:
+        client.waiter = loop.create_future()
+        transport.write(session.prepare(frame))
+        for _ in range(1000):
+            data = await client.waiter
+            session.feed(data)
+            if session.next_reply() is not None:
+                return
+            client.waiter = loop.create_future()
+
+    for frame in session.opening():
+        await exchange(frame)
+    probe = protocol.probe().frame
+    count, end = 0, time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < end:
+        await exchange(probe)
         count += 1
     transport.close()
     return count / (time.perf_counter() - start)
@@ -135,6 +170,16 @@ def main() -> None:
             results[f"otfuzz_vs_pymodbus_{label}"] = info
     finally:
         stop_server(pymodbus)
+    port = free_port()
+    opcua = start_server([sys.executable, str(ROOT / "tests" / "targets" / "opcua_server.py"), "--port", str(port)], port)
+    try:
+        results["bare_loop_vs_asyncua_opcua_per_s"] = round(asyncio.run(bare_opcua_loop(port, args.seconds)), 1)
+        rate, info = campaign(f"opcua://127.0.0.1:{port}/otfuzz?node=ns=2;i=1001&object=ns=2;i=1000&method=ns=2;i=1010",
+                              args.seconds, [])
+        results["otfuzz_vs_asyncua_opcua_per_s"] = round(rate, 1)
+        results["otfuzz_vs_asyncua_opcua"] = info
+    finally:
+        stop_server(opcua)
     print(json.dumps(results, indent=2))
 
 

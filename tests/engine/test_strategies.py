@@ -64,3 +64,17 @@ def test_most_mutations_keep_the_framing_consistent() -> None:
     frames = [strategy.make(i, random.Random(i)).frames[0] for i in range(400)]
     consistent = sum(len(f) >= 7 and int.from_bytes(f[4:6], "big") == len(f) - 6 for f in frames)
     assert consistent > 200
+
+
+def test_sequence_prefixes_never_hold_a_request_that_sets_up_its_own_connection() -> None:
+    from otfuzz.engine.strategies import Boundary, SequenceStrategy
+    from otfuzz.protocols.opcua import OPCUA
+
+    protocol = OPCUA()
+    templates = list(protocol.templates())
+    strategy = SequenceStrategy(protocol, templates, [Boundary(protocol, templates)])
+    fresh = {t.encode() for t in templates if not protocol.needs_opening(t.encode())}
+    assert fresh and set(strategy.prefixes) == {t.encode() for t in templates} - fresh
+    for index in range(200):
+        made = strategy.make(index, random.Random(index))
+        assert not fresh & set(made.frames[:-1])

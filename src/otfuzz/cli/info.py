@@ -27,7 +27,7 @@ def cmd_protocols(args: argparse.Namespace) -> int:
     from otfuzz.protocols import available
 
     for scheme, cls in available().items():
-        print(f"{scheme}  ({cls.transport}, default port {cls.default_port})  {scheme}://HOST:{cls.default_port}")
+        print(f"{scheme}  ({cls.transport}, default port {cls.default_port})  {scheme}://HOST:{cls.default_port}{'/PATH' if cls.accepts_path else ''}")
         print(f"  test groups: {', '.join(GROUPS)}")
         for key, spec in cls.options_spec.items():
             print(f"  ?{key}={spec.default}  {spec.doc}")

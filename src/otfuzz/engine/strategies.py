@@ -167,9 +167,12 @@ class SequenceStrategy(Strategy):
     def __init__(self, protocol: Protocol, templates: Sequence[Template], faulty: Sequence[Strategy]) -> None:
         super().__init__(protocol, templates)
         self.faulty = list(faulty)
+        # A request that sets up its own connection (needs_opening False) is valid only as the
+        # first frame of a fresh connection, never in the middle of a prefix.
+        self.prefixes = [frame for frame in self.valid if protocol.needs_opening(frame)] or self.valid
 
     def make(self, index: int, rng: random.Random) -> Made:
-        prefix = tuple(rng.choice(self.valid) for _ in range(rng.randint(1, 4)))
+        prefix = tuple(rng.choice(self.prefixes) for _ in range(rng.randint(1, 4)))
         inner = self.faulty[index % len(self.faulty)]
         made = inner.make(rng.randrange(1 << 30), rng)
         return Made(prefix + made.frames, made.template, f"{len(prefix)} valid request{'s' if len(prefix) > 1 else ''}, then {made.description}",

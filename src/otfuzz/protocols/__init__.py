@@ -15,6 +15,7 @@ _REGISTRY: dict[str, str] = {
     "modbus": "otfuzz.protocols.modbus:ModbusTCP",
     "dnp3": "otfuzz.protocols.dnp3:DNP3",
     "iec104": "otfuzz.protocols.iec104:IEC104",
+    "opcua": "otfuzz.protocols.opcua:OPCUA",
 }
 
 
@@ -46,13 +47,17 @@ class Addressed(Interface):
     """What a target URL tells a protocol module (otfuzz.transport.target.Target has it)."""
 
     scheme: str
+    host: str
+    port: int
     options: dict[str, str]
     path: str
 
 
 def protocol_for(target: Addressed) -> Protocol:
-    """The protocol module a target URL names, built with the URL's options and path."""
-    return protocol_class(target.scheme)(target.options, path=target.path)
+    """The protocol module a target URL names, built with the URL's options, path and address."""
+    protocol = protocol_class(target.scheme)(target.options, path=target.path)
+    protocol.address(target.host, target.port)
+    return protocol
 
 
 def default_instance(scheme: str, options: Mapping[str, str] | None = None) -> Protocol:

@@ -168,6 +168,10 @@ class Protocol(ABC):
                 bounds = f"{low}..{high}" if spec.maximum is not None else f"at least {low}"
                 raise OtfuzzError(f"{self.name}: option {key}={value} is outside {bounds}")
 
+    def address(self, host: str, port: int) -> None:
+        """Where the target is, for protocols whose messages name it (the endpoint URL in an
+        OPC UA Hello); called once by `protocol_for`, before any template is read. Default: unused."""
+
     # -- what to send -------------------------------------------------------------------------
 
     @abstractmethod
@@ -286,6 +290,12 @@ class Protocol(ABC):
         """Values with a meaning in the specification, by field name (coil ON/OFF, control
         codes, qualifiers, object ids): the mutation and pairwise strategies draw from them."""
         return {}
+
+    def observed_state(self, reply: bytes) -> bytes:
+        """The part of a reply to an observation read that shows the target's state, which a
+        policy test compares before and after a write. Default: the whole reply; protocols whose
+        replies also carry timestamps or per-message counters return only the values."""
+        return reply
 
     def stress_flood(self) -> tuple[bytes, str] | None:
         """The protocol's own cheap, always-answered message (echo, link test, keep-alive),
