@@ -45,7 +45,7 @@ def _report(finding: dict) -> str:
 
 def campaign(seconds: float, seed: int, work: Path) -> dict:
     port = free_port()
-    server = [sys.executable, str(TARGETS / "faulty_modbus.py"), "--port", str(port), "--hang-seconds", "1", "--slow-ms", "400"]
+    server = [sys.executable, str(TARGETS / "faulty_modbus.py"), "--port", str(port), "--hang-seconds", "3", "--slow-ms", "400"]
     for args, _ in PLANTED.values():
         server += list(args)
     run = work / f"seed-{seed}"

@@ -37,11 +37,17 @@ def run_findings(run_dir: Path) -> list[dict[str, Any]]:
 
     if not run_dir.is_dir():
         raise OtfuzzError(f"run folder {run_dir} does not exist")
+    from otfuzz.engine.findings import SEVERITY_ORDER, behaviour_of
+
     store = EvidenceStore.open(run_dir)
     try:
-        return store.findings()
+        findings = store.findings()
     finally:
         store.close()
+    for finding in findings:
+        finding["behaviour"] = behaviour_of(finding)
+    order = {s: n for n, s in enumerate(SEVERITY_ORDER)}
+    return sorted(findings, key=lambda f: (order.get(str(f.get("severity")), 9), f["behaviour"], f["id"]))
 
 
 def cmd_findings(args: argparse.Namespace) -> int:
@@ -76,7 +82,7 @@ def format_findings(rows: list[dict[str, Any]], multi: bool = False) -> str:
     """The findings table: severity, class, occurrences, status or runs, title."""
     if not rows:
         return "no findings"
-    width = shutil.get_terminal_size((120, 20)).columns
+    width = shutil.get_terminal_size((120, 20)).columns if sys.stdout.isatty() else 10_000
     lines = []
     for row in rows:
         where = (", ".join(f"{r['run']}#{r['id']}" for r in row["runs"]) if multi
@@ -87,4 +93,6 @@ def format_findings(rows: list[dict[str, Any]], multi: bool = False) -> str:
         lines.append(head + f"{row.get('title', '')}{known}"[: max(40, width - len(head))])
         lines.append(" " * 6 + f"{'in ' if multi else ''}{where}")
     header = f"{'#':>4}  {'sev':<6}  {'class':<18}  {'occur.':>7}  finding"
-    return "\n".join([header, *lines])
+    behaviours = len({row.get("behaviour") or row.get("key") for row in rows})
+    footer = f"{len(rows)} finding{'s' if len(rows) != 1 else ''} showing {behaviours} behaviour{'s' if behaviours != 1 else ''}"
+    return "\n".join([header, *lines, footer])

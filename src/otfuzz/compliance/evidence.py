@@ -203,7 +203,10 @@ def _summary(verdicts: Sequence[RequirementVerdict], results: Mapping[str, Any],
         if findings:
             severities = Counter(str(f.get("severity")) for f in findings if f.get("id") in against)
             shown = ", ".join(f"{severities[s]} {s}" for s in ("high", "medium", "low") if severities.get(s))
-            cause = f"{len(against)} finding{'s' if len(against) != 1 else ''} ({shown})" if against else "the run's own judgement"
+            shapes = len({f.get("behaviour") for f in findings if f.get("id") in against and f.get("behaviour")})
+            shape_text = f", {shapes} behaviour{'s' if shapes != 1 else ''}" if shapes else ""
+            cause = (f"{len(against)} finding{'s' if len(against) != 1 else ''} ({shown}{shape_text})" if against
+                     else "the run's own judgement")
         else:
             cause = f"{anomalies} anomal{'ies' if anomalies != 1 else 'y'}"
         headline = (f"{len(failed)} requirement{'s' if len(failed) != 1 else ''} failed ({', '.join(failed)}): "

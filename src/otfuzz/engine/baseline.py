@@ -124,6 +124,7 @@ def merge_runs(runs: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> list[
             if slot is None:
                 slot = len(merged)
                 merged.append({"key": f["key"], "class": f.get("class"), "severity": f.get("severity"), "title": f.get("title"),
+                               "behaviour": f.get("behaviour"),
                                "occurrences": 0, "runs": [], "known": False, "aliases": []})
             row = merged[slot]
             row["occurrences"] += int(f.get("occurrences") or 0)

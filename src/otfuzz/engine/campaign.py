@@ -180,6 +180,7 @@ class Campaign:
         self._matches: dict[int, tuple[int, bool]] = {}
         self._outages: deque[tuple[float, float]] = deque(maxlen=64)  # perf_counter spans of target-level anomalies
         self._silent_types: set[str] = set()  # request types a healthy target left unanswered
+        self._answers: deque[float] = deque(maxlen=256)  # perf_counter times of prompt answers (cases and probes)
         self._first_confirmed: float | None = None  # campaign time of the first confirmation
         self._known_s = 0.0  # time spent on occurrences of findings already confirmed  # case id -> (finding id, held back) until flushed
 
@@ -196,6 +197,8 @@ class Campaign:
         self.store.event(round(self.elapsed(), 3), kind, detail)
 
     def _record_probe(self, result: ProbeResult) -> None:
+        if result.ok and result.reason == "ok":
+            self._answers.append(time.perf_counter() - (time.monotonic() - result.at))
         latency = None if result.latency is None else round(result.latency * 1000, 3)
         self.store.probe(round(self.elapsed() - (time.monotonic() - result.at), 3), result.ok, latency, result.reason)
         self._health = "ok" if result.ok and result.reason == "ok" else result.reason
@@ -383,6 +386,8 @@ class Campaign:
             await self.limiter.acquire()
             outcome = await runner.run(case, prefetch)
             self._results[case_id] = (case.group, outcome.kind.value)
+            if outcome.kind in ANSWERED and outcome.latency <= self.slow_threshold:
+                self._answers.append(time.perf_counter())
             self._history.append(case)
             if outcome.kind not in SILENT:
                 self._answered.add(case_id)
@@ -473,6 +478,8 @@ class Campaign:
             return  # late only against our tight timeout, or not an answer: nothing to report
         if any(start < late.sent_at + late.latency and end > late.sent_at for start, end in self._outages):
             return  # the target was down or hung while this answer waited: it says nothing of the request
+        if not any(late.sent_at < t < late.sent_at + late.latency for t in self._answers):
+            return  # nothing else was answered meanwhile: the whole target may have stalled, not this request
         outcome = CaseOutcome(late.kind, f"answered after {late.latency * 1000:.0f} ms: {late.detail}", late.reply,
                               late.latency, len(late.case.frames) - 1)
         await self._check_health(late.case, outcome, AnomalyClass.SLOW_REPLY, runner)

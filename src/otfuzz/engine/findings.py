@@ -215,6 +215,25 @@ class TargetEvidence:
         return cls(record.get("signal"), record.get("returncode"), record.get("report"), record.get("excerpt") or "")
 
 
+def behaviour(anomaly_class: str, request_type: str, rules: Sequence[str]) -> str:
+    """What a finding shows whatever request carries it: its class and rules with the request
+    type's own name blanked. Findings on several request types with one behaviour are often one
+    fault of a shared layer (framing, a common decoder); reports group them, keys do not merge
+    them, since nothing but the target's own evidence could prove that."""
+    words = [rule.replace(request_type, "the request") for rule in rules] if request_type else list(rules)
+    return f"{anomaly_class}: {'; '.join(sorted(words)) if words else 'valid request'}"
+
+
+def behaviour_of(finding: Mapping[str, Any]) -> str:
+    """The behaviour of a stored finding (records written before behaviours existed included)."""
+    if finding.get("behaviour"):
+        return str(finding["behaviour"])
+    report = (finding.get("target_evidence") or {}).get("report")
+    if report:
+        return f"{finding.get('class')}: {report}"
+    return behaviour(str(finding.get("class")), str(finding.get("request_type") or ""), finding.get("violated_rules") or [])
+
+
 def finding_key(protocol: str, anomaly_class: str, trigger: Trigger | None, evidence: TargetEvidence | None) -> str:
     """The bucket of one anomaly: equal keys are one defect.
 
@@ -455,4 +474,6 @@ def describe(protocol: Protocol, anomaly_class: str, frames: Sequence[bytes], ev
         "problems": problems,
         "request": protocol.describe(last) if frames else "",
         "title": finding_title(anomaly_class, trigger.request_type, problems, evidence, reply_detail, latency_ms),
+        "behaviour": (f"{anomaly_class}: {evidence.report}" if evidence is not None and evidence.strong
+                      else behaviour(anomaly_class, trigger.request_type, trigger.rules)),
     }

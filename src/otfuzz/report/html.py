@@ -140,6 +140,7 @@ def report_context(results: Mapping[str, Any], evidence: Mapping[str, Any], *,
         "confirmed_total": sum(1 for f in findings if f["status"] == "confirmed"),
         "known_total": sum(1 for f in findings if f["known"]),
         "anomaly_total": len(anomalies),
+        "behaviour_total": len({f["behaviour"] for f in findings}),
         "anomaly_classes": sorted(Counter(a["class"] for a in anomalies).items()),
         "anomalies": anomalies,
         "max_links": MAX_LINKS_PER_CELL,
@@ -243,6 +244,7 @@ def _finding(f: dict[str, Any], against: Mapping[Any, list[str]], anomalies: Map
                                       f"exit code {evidence['returncode']}" if evidence.get("returncode") is not None else "")
     return {
         "id": f.get("id", "?"), "severity": str(f.get("severity", "medium")), "title": f.get("title", ""),
+        "behaviour": str(f.get("behaviour", f.get("class", ""))),
         "class": f.get("class", "?"), "key": f.get("key", ""), "request_type": f.get("request_type", ""),
         "violated_rules": list(f.get("violated_rules") or []), "occurrences": f.get("occurrences", 0),
         "first_case_id": f.get("first_case_id"), "last_case_id": f.get("last_case_id"),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from otfuzz import __version__
+from otfuzz.engine.findings import behaviour_of
 from otfuzz.errors import OtfuzzError
 from otfuzz.store.evidence import EvidenceStore
 
@@ -67,6 +68,7 @@ def results_from_store(store: EvidenceStore) -> dict[str, Any]:
                    "findings": len(findings),
                    "findings_by_severity": {s: sum(1 for f in findings if f["severity"] == s) for s in SEVERITIES},
                    "findings_confirmed": sum(1 for f in findings if f["confirmation"]["status"] == "confirmed"),
+                   "behaviours": len({f["behaviour"] for f in findings}),
                    "known_finding_s": _known_finding_seconds(findings, anomalies)},
         "findings": findings,
         "groups": groups,
@@ -97,11 +99,12 @@ def _findings(store: EvidenceStore, anomalies: list[dict[str, Any]]) -> list[dic
         finding["occurrences_replayed"] = sum(1 for st in statuses if st in ("confirmed", "not reproduced"))
         finding["occurrences_confirmed"] = statuses.count("confirmed")
         finding.setdefault("severity", "medium")
+        finding["behaviour"] = behaviour_of(finding)
         finding.setdefault("confirmation", {"status": "not tried"})
         finding["known"] = bool(finding.get("known", False))
         out.append(finding)
     order = {s: n for n, s in enumerate(SEVERITIES)}
-    out.sort(key=lambda f: (order.get(f["severity"], 9), f["id"]))
+    out.sort(key=lambda f: (order.get(f["severity"], 9), f["behaviour"], f["id"]))
     return out
 
 
@@ -115,3 +118,4 @@ def _known_finding_seconds(findings: list[dict[str, Any]], anomalies: list[dict[
         if at is not None and float(item.get("elapsed_s") or 0) >= float(at):
             total += float(item.get("handling_s") or 0) + float(item.get("investigation_s") or 0)
     return round(total, 3)
+
