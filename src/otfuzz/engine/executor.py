@@ -1,8 +1,11 @@
 """Runs test cases over a connection and judges each reply with the protocol module.
 
 One `CaseRunner` per worker: it keeps its connection across cases (reuse is most of the speed)
-and drops it whenever the stream may be out of step (no reply, malformed reply, close), so a
-late answer to one case is never taken for the answer to the next.
+and, on a byte stream, drops it whenever the stream may be out of step (no reply, malformed
+reply, close), so a late answer to one case is never taken for the answer to the next. A
+datagram connection whose session matches replies by invoke id is kept whatever happened, or
+used for one case only when the protocol asked for a fresh source port per case
+(`Connection.reuse`, see otfuzz.transport).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 
 from otfuzz.engine.cases import TestCase
 from otfuzz.protocols.base import Protocol, ReplyKind
-from otfuzz.transport import open_connection
+from otfuzz.transport import REUSE_CASE, REUSE_STREAM, open_connection
 from otfuzz.transport.tcp import Connection
 
 
@@ -90,10 +93,18 @@ class CaseRunner:
             self.conn.close()
             self.conn = None
 
+    def _out_of_step(self) -> None:
+        """The stream may carry a late or stray answer: a byte stream is replaced (a datagram
+        connection whose session matches replies by invoke id cannot fall out of step)."""
+        if self.conn is not None and self.conn.reuse == REUSE_STREAM:
+            self.drop()
+
     async def run(self, case: TestCase, meanwhile: Callable[[], object] | None = None) -> CaseOutcome:
         """Run a case; `meanwhile` runs once while the target works on the first frame."""
         outcome = await self.run_frames(case.frames, meanwhile)
         self.history.append(case)
+        if self.conn is not None and self.conn.reuse == REUSE_CASE:
+            self.drop()  # the next case comes from a new source port
         return outcome
 
     async def run_frames(self, frames: tuple[bytes, ...] | list[bytes], meanwhile: Callable[[], object] | None = None) -> CaseOutcome:
@@ -121,7 +132,9 @@ class CaseRunner:
         protocol = self.protocol
         for index, frame in enumerate(frames):
             wait = self.timeout
-            if self.silence_timeout < wait and protocol.check_request(frame):
+            # Silence is only recorded as a violation after the full timeout: a request the
+            # specification says must be answered even when wrong never gets the short wait.
+            if self.silence_timeout < wait and protocol.check_request(frame) and not protocol.silence_violation(frame):
                 wait = self.silence_timeout
             exchange = await conn.exchange(frame, wait, protocol.expects_reply(frame), meanwhile)
             meanwhile = None
@@ -135,11 +148,11 @@ class CaseRunner:
                     if problems:
                         kind, detail = ReplyKind.SPEC_VIOLATION, "answered normally: " + "; ".join(problems)
                 if kind is ReplyKind.MALFORMED:
-                    self.drop()
+                    self._out_of_step()
                 else:
                     framed = protocol.frame_length(frame)
                     if framed is not None and framed != len(frame):
-                        self.drop()  # more (or fewer) bytes than one frame: the stream is out of step
+                        self._out_of_step()  # more (or fewer) bytes than one frame
                 if index < last and kind in (ReplyKind.NORMAL, ReplyKind.EXCEPTION):
                     continue
                 return CaseOutcome(kind, detail, exchange.reply, exchange.latency, index, problems)
@@ -147,7 +160,12 @@ class CaseRunner:
                 if index < last:
                     continue
                 return CaseOutcome(ReplyKind.NO_REPLY, "no reply expected", None, 0.0, index)
-            self.drop()
+            if exchange.outcome == "refused":
+                # Nothing listens at the target (ICMP port unreachable on a datagram transport):
+                # like a refused connect, this says nothing about the request itself.
+                self.drop()
+                return CaseOutcome(ReplyKind.RESET, "connection refused", None, exchange.latency, index)
+            self._out_of_step()
             if exchange.outcome == "timeout":
                 if exchange.leftover:
                     return CaseOutcome(ReplyKind.MALFORMED, f"incomplete reply of {len(exchange.leftover)} bytes",

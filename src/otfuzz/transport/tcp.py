@@ -21,7 +21,8 @@ from otfuzz.protocols.base import Session
 class Exchange:
     """The outcome of sending one frame.
 
-    `outcome` is "reply", "timeout", "closed" (orderly close by the peer) or "reset" (RST).
+    `outcome` is "reply", "timeout", "closed" (orderly close by the peer), "reset" (RST) or, on a
+    datagram transport, "refused" (ICMP port unreachable: nothing listens at the target).
     `leftover` holds bytes received that never formed a complete frame.
     """
 
@@ -74,6 +75,10 @@ class _Wire(asyncio.Protocol):
 
 class Connection:
     """One TCP connection to the target, carrying one protocol session."""
+
+    # A byte stream can fall out of step (a late reply, a frame cut short): the engine opens a
+    # new connection after silence, a malformed reply or a stray frame (see otfuzz.transport).
+    reuse = "stream"
 
     def __init__(self, wire: _Wire, transport: asyncio.Transport) -> None:
         self._wire = wire
