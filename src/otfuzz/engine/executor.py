@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from otfuzz.engine.cases import TestCase
 from otfuzz.protocols.base import Protocol, ReplyKind
 from otfuzz.transport import REUSE_CASE, REUSE_STREAM, open_connection
+from otfuzz.transport.target import is_loopback
 from otfuzz.transport.tcp import Connection
 
 
@@ -73,6 +74,7 @@ class CaseRunner:
         # not its speed, set the pace. Valid requests always get the full timeout.
         self.silence_timeout = timeout if silence_timeout is None else min(silence_timeout, timeout)
         self.connect_timeout = connect_timeout
+        self.loopback = is_loopback(host)
         self.conn: Connection | None = None
         # Cases sent on the current connection, oldest first: the state a reply may depend on.
         self.history: deque[TestCase] = deque(maxlen=history_limit)
@@ -109,6 +111,11 @@ class CaseRunner:
 
     async def run_frames(self, frames: tuple[bytes, ...] | list[bytes], meanwhile: Callable[[], object] | None = None) -> CaseOutcome:
         protocol = self.protocol
+        if not self.loopback:
+            for frame in frames:  # the generator never makes these for such a target: the last guard
+                why = protocol.loopback_only(frame)
+                if why:
+                    return CaseOutcome(ReplyKind.NO_REPLY, f"not sent: {why}; only a loopback target may get it", None, 0.0, 0)
         opening = protocol.needs_opening(frames[0])
         try:
             conn = await self.connect(opening)

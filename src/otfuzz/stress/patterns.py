@@ -332,12 +332,13 @@ def valid_flood(protocol: Protocol) -> FloodFrames:
     return FloodFrames((probe.frame,), f"valid request: {probe.description}", (False,))
 
 
-def malformed_flood(protocol: Protocol, seed: int, count: int = 64) -> FloodFrames:
+def malformed_flood(protocol: Protocol, seed: int, count: int = 64, loopback: bool = True) -> FloodFrames:
     """Malformed requests from the fuzzing strategies (read-only mode), keeping only frames that
-    break the specification, so the flood is malformed traffic and never a write."""
+    break the specification, so the flood is malformed traffic and never a write (nor, unless
+    the target is on loopback, a frame the device would relay to its networks)."""
     from otfuzz.engine.generator import CaseGenerator
 
-    generator = CaseGenerator(protocol, seed, ["structural", "boundary", "mutation"], read_only=True)
+    generator = CaseGenerator(protocol, seed, ["structural", "boundary", "mutation"], read_only=True, loopback=loopback)
     frames: list[bytes] = []
     seen: set[bytes] = set()
     for case_id in range(count * 8):

@@ -44,7 +44,7 @@ from otfuzz.stress.patterns import (
     valid_flood,
 )
 from otfuzz.stress.verdicts import FAIL, INCONCLUSIVE, NOT_RUN, PASS, Thresholds, judge_recovery, judge_resources, judge_step, worst
-from otfuzz.transport.target import Scope, parse_target
+from otfuzz.transport.target import Scope, is_loopback, parse_target
 
 SAMPLE_INTERVAL = 0.5
 BASELINE_CYCLES = 20
@@ -183,7 +183,8 @@ class StressRun:
         self.floods: dict[str, FloodFrames | None] = {
             "connection-flood": valid_flood(self.protocol),
             "request-flood": valid_flood(self.protocol),
-            "malformed-flood": malformed_flood(self.protocol, config.seed) if "malformed-flood" in config.groups else None,
+            "malformed-flood": (malformed_flood(self.protocol, config.seed, loopback=is_loopback(self.address))
+                                if "malformed-flood" in config.groups else None),
             "protocol-flood": self.special,
         }
         steps = sum(len(p.steps) for p in self.plans)
