@@ -184,8 +184,9 @@ class Profile:
         ramp = self.ramp_duration * step_duration / self.step_duration
         return replace(self, levels=levels or self.levels, step_duration=step_duration, ramp_duration=ramp)
 
-    def plan(self, groups: Sequence[str], protocol_flood_available: bool) -> list[PatternPlan]:
-        """The patterns to run, in order, for the selected test groups."""
+    def plan(self, groups: Sequence[str], protocol_flood_available: bool, connections: bool = True) -> list[PatternPlan]:
+        """The patterns to run, in order, for the selected test groups; `connections` False for a
+        datagram protocol, whose connection flood is recorded as not applicable (no steps)."""
         out: list[PatternPlan] = []
         d = self.step_duration
         for group in GROUPS:
@@ -193,7 +194,9 @@ class Profile:
                 continue
             steps: list[Step] = []
             note = ""
-            if group == "connection-flood":
+            if group == "connection-flood" and not connections:
+                note = "not applicable: this protocol runs over datagrams (UDP), there are no connections to flood"
+            elif group == "connection-flood":
                 for kind, level, factor in self.connection_steps:
                     lv = self.levels.get(level)
                     if kind == "churn":
