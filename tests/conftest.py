@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -58,3 +59,25 @@ def faulty_server() -> Iterator[FaultyServers]:
         yield servers
     finally:
         servers.stop_all()
+
+
+BACNET_INSTANCE = 999  # the device instance the BACnet tests address (?device=999)
+
+
+def start_bacnet_device(instance: int = BACNET_INSTANCE) -> tuple[subprocess.Popen[bytes], int]:
+    """A bacpypes3 0.0.110 device (tests/targets/bacnet_device.py) on a free UDP port; stop it with stop_server."""
+    port = free_port(socket.SOCK_DGRAM)
+    return start_server([*script("bacnet_device.py"), "--port", str(port), "--instance", str(instance)], port, tcp=False), port
+
+
+@pytest.fixture(scope="session")
+def bacnet_device() -> Iterator[tuple[str, int]]:
+    """bacpypes3 0.0.110 device 999 on 127.0.0.1 (objects in tests/targets/bacnet_device.py).
+
+    Shared by the whole session: tests write only analog-value,2 (the write templates' target).
+    """
+    proc, port = start_bacnet_device()
+    try:
+        yield HOST, port
+    finally:
+        stop_server(proc)
