@@ -26,11 +26,10 @@ differs, and what the rest of otfuzz relies on:
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 from otfuzz.protocols.base import Session
-from otfuzz.transport.tcp import Exchange, _expire
+from otfuzz.transport.tcp import Exchange, Wire
 
 CONNECTION_ORIENTED = False  # no connections to flood, hold open or churn (otfuzz.stress)
 SOURCE_PORT_MODES = ("fixed", "fresh")
@@ -38,52 +37,36 @@ OPTIONS = ("source_port",)
 """URL options of the protocol that this transport reads (`open_connection` passes them on)."""
 
 
-class _Endpoint(asyncio.DatagramProtocol):
+class _Endpoint(Wire, asyncio.DatagramProtocol):
     def __init__(self, session: Session) -> None:
-        self.session = session
+        super().__init__(session)
         self.transport: asyncio.DatagramTransport | None = None
-        self.waiter: asyncio.Future[bytes | None] | None = None
-        self.replies: list[bytes] = []
-        self.lost: str | None = None
-        self.arrived = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.arrived = time.perf_counter()
-        session = self.session
-        session.feed(data)
-        self.send_output()
-        while True:
-            reply = session.next_reply()
-            if reply is None:
-                break
-            self.replies.append(reply)
-        if self.replies and self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(self.replies.pop(0))
+    def send(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.sendto(data)
 
     def send_output(self) -> None:
         for _ in range(256):  # bounded: a session hands over a window of segments at most
             out = self.session.take_output()
-            if not out or self.transport is None:
+            if not out:
                 return
-            self.transport.sendto(out)
+            self.send(out)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received(data)
 
     def error_received(self, exc: Exception) -> None:
         # On a connected socket the kernel reports ICMP errors here: port unreachable is
         # ConnectionRefusedError; host or network unreachable are other OSErrors. Either way the
         # peer cannot be reached: the connection is over.
-        self._lose("refused")
+        self.lose("refused")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lose("closed")
-
-    def _lose(self, how: str) -> None:
-        if self.lost is None:
-            self.lost = how
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        self.lose("closed")
 
 
 class Connection:
@@ -132,37 +115,9 @@ class Connection:
 
     async def exchange(self, frame: bytes, timeout: float, expect_reply: bool = True,
                        meanwhile: Callable[[], object] | None = None) -> Exchange:
-        """Send one datagram and wait for the session's reply to it, the timeout, or a refusal.
-
-        `meanwhile` runs after the datagram is sent and before waiting (see the TCP transport).
-        """
-        endpoint = self._endpoint
-        start = time.perf_counter()
-        if endpoint.lost is not None:
-            return Exchange(endpoint.lost, None, 0.0)
-        endpoint.replies.clear()  # anything queued answers an earlier request
-        self._transport.sendto(endpoint.session.prepare(frame))
-        if meanwhile is not None:
-            meanwhile()
-        if not expect_reply:
-            return Exchange("timeout", None, 0.0)
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bytes | None] = loop.create_future()
-        endpoint.waiter = waiter
-        handle = loop.call_later(timeout, _expire, waiter)
-        try:
-            reply = await waiter
-        finally:
-            handle.cancel()
-            endpoint.waiter = None
-        latency = time.perf_counter() - start
-        if reply is not None:
-            if meanwhile is not None:
-                latency = min(latency, endpoint.arrived - start) if endpoint.arrived >= start else latency
-            return Exchange("reply", reply, latency)
-        if endpoint.lost is not None:
-            return Exchange(endpoint.lost, None, latency)
-        return Exchange("timeout", None, latency, endpoint.session.leftover())
+        """Send one datagram and wait for the session's reply to it, the timeout, or a refusal
+        (`meanwhile`: see otfuzz.transport.tcp.Wire.exchange)."""
+        return await self._endpoint.exchange(frame, timeout, expect_reply, meanwhile)
 
     def close(self) -> None:
         self._transport.close()
