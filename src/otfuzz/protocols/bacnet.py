@@ -456,6 +456,17 @@ def split_bvlls(data: bytes) -> list[bytes]:
     return parts or [data]
 
 
+def _network_address(data: bytes, pos: int) -> tuple[int, bytes, int] | None:
+    """NET (2 octets), LEN and ADR at `pos`: (net, adr, the position after), None when cut short."""
+    if len(data) < pos + 3:
+        return None
+    length = data[pos + 2]
+    adr = bytes(data[pos + 3 : pos + 3 + length])
+    if len(adr) < length:
+        return None
+    return int.from_bytes(data[pos : pos + 2], "big"), adr, pos + 3 + length
+
+
 @dataclass(frozen=True)
 class Npdu:
     version: int
@@ -488,21 +499,15 @@ def parse_npdu(data: bytes) -> Npdu:
         return Npdu(version, control, dnet, dadr, snet, sadr, hop, message, b"", f"{what}: NPDU ends at octet {len(data)}")
 
     if control & DNET_PRESENT:
-        if len(data) < pos + 3:
-            return cut("dnet")
-        dnet, dlen = int.from_bytes(data[pos : pos + 2], "big"), data[pos + 2]
-        dadr = data[pos + 3 : pos + 3 + dlen]
-        if len(dadr) < dlen:
-            return cut("dadr")
-        pos += 3 + dlen
+        address = _network_address(data, pos)
+        if address is None:
+            return cut("dnet" if len(data) < pos + 3 else "dadr")
+        dnet, dadr, pos = address
     if control & SNET_PRESENT:
-        if len(data) < pos + 3:
-            return cut("snet")
-        snet, slen = int.from_bytes(data[pos : pos + 2], "big"), data[pos + 2]
-        sadr = data[pos + 3 : pos + 3 + slen]
-        if len(sadr) < slen:
-            return cut("sadr")
-        pos += 3 + slen
+        address = _network_address(data, pos)
+        if address is None:
+            return cut("snet" if len(data) < pos + 3 else "sadr")
+        snet, sadr, pos = address
     if control & DNET_PRESENT:
         if len(data) <= pos:
             return cut("hop_count")
@@ -797,20 +802,36 @@ def _check_read_property(g: _Grammar) -> None:
     g.done()
 
 
-def _check_read_property_multiple(g: _Grammar) -> None:
+def _access_specifications(g: _Grammar, list_name: str, element: Callable[[_Grammar], None]) -> None:
+    """One or more of: [0] object identifier, [1] { one or more elements } (ReadPropertyMultiple's
+    read access and WritePropertyMultiple's write access specifications)."""
     count = 0
     while g.problem is None and (count == 0 or g.has(0)):
         g.object_id(g.context(0, "object-identifier"), "object-identifier")
-        if not g.opening(1, "list-of-property-references"):
+        if not g.opening(1, list_name):
             return
-        refs = 0
-        while g.problem is None and (refs == 0 or g.has(0)):
-            g.unsigned(g.context(0, "property-identifier"), "property-identifier")
-            g.unsigned(g.context(1, "property-array-index", optional=True), "property-array-index")
-            refs += 1
-        g.closing(1, "list-of-property-references")
+        elements = 0
+        while g.problem is None and (elements == 0 or g.has(0)):
+            element(g)
+            elements += 1
+        g.closing(1, list_name)
         count += 1
     g.done()
+
+
+def _property_reference(g: _Grammar) -> None:
+    g.unsigned(g.context(0, "property-identifier"), "property-identifier")
+    g.unsigned(g.context(1, "property-array-index", optional=True), "property-array-index")
+
+
+def _property_value(g: _Grammar) -> None:
+    _property_reference(g)
+    g.any_value(2, "property-value")
+    g.unsigned(g.context(3, "priority", optional=True), "priority", maximum=16, minimum=1)
+
+
+def _check_read_property_multiple(g: _Grammar) -> None:
+    _access_specifications(g, "list-of-property-references", _property_reference)
 
 
 def _check_write_property(g: _Grammar) -> None:
@@ -823,21 +844,7 @@ def _check_write_property(g: _Grammar) -> None:
 
 
 def _check_write_property_multiple(g: _Grammar) -> None:
-    count = 0
-    while g.problem is None and (count == 0 or g.has(0)):
-        g.object_id(g.context(0, "object-identifier"), "object-identifier")
-        if not g.opening(1, "list-of-properties"):
-            return
-        values = 0
-        while g.problem is None and (values == 0 or g.has(0)):
-            g.unsigned(g.context(0, "property-identifier"), "property-identifier")
-            g.unsigned(g.context(1, "property-array-index", optional=True), "property-array-index")
-            g.any_value(2, "property-value")
-            g.unsigned(g.context(3, "priority", optional=True), "priority", maximum=16, minimum=1)
-            values += 1
-        g.closing(1, "list-of-properties")
-        count += 1
-    g.done()
+    _access_specifications(g, "list-of-properties", _property_value)
 
 
 def _check_subscribe_cov(g: _Grammar) -> None:
@@ -2138,14 +2145,11 @@ def _lenient_write(part: bytes) -> bool:
     if len(npdu) < 2:
         return False
     control, pos = npdu[1], 2
-    if control & DNET_PRESENT:
-        if len(npdu) < pos + 3:
-            return True
-        pos += 3 + npdu[pos + 2]
-    if control & SNET_PRESENT:
-        if len(npdu) < pos + 3:
-            return True
-        pos += 3 + npdu[pos + 2]
+    for present in (DNET_PRESENT, SNET_PRESENT):
+        if control & present:
+            if len(npdu) < pos + 3:
+                return True
+            pos += 3 + npdu[pos + 2]
     if control & DNET_PRESENT:
         pos += 1
     if pos >= len(npdu):
