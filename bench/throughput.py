@@ -1,5 +1,6 @@
 """Campaign throughput on loopback: otfuzz against pymodbus and against a minimal responder,
-beside a bare asyncio request/response loop against the same responder.
+beside a bare asyncio request/response loop against the same responder; and otfuzz against a
+bacpypes3 BACnet/IP device beside a bare UDP ReadProperty loop against that device.
 
 Prints figures; asserts nothing (benchmarks are not tests). Every loop is bounded in time.
 
@@ -56,6 +57,51 @@ async def bare_loop(port: int, seconds: float) -> float:
         count += 1
     transport.close()
     return count / (time.perf_counter() - start)
+
+
+class _DatagramClient(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.waiter: asyncio.Future[bytes] | None = None
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(data)
+
+
+async def bare_udp_loop(port: int, request: bytes, seconds: float) -> float:
+    """The UDP counterpart: send one datagram, await one back, repeat (the same request, so the
+    same invoke id: the device answers each in turn)."""
+    loop = asyncio.get_running_loop()
+    transport, client = await loop.create_datagram_endpoint(_DatagramClient, remote_addr=("127.0.0.1", port))
+    count, end = 0, time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < end:
+        client.waiter = loop.create_future()
+        transport.sendto(request)
+        await asyncio.wait_for(client.waiter, 2.0)
+        count += 1
+    transport.close()
+    return count / (time.perf_counter() - start)
+
+
+def bacnet(seconds: float) -> dict:
+    """otfuzz at defaults against the bacpypes3 test device, beside the bare loop of its probe."""
+    from otfuzz.protocols.bacnet import BACnetIP
+
+    port = free_port(socket.SOCK_DGRAM)
+    device = start_server([sys.executable, str(ROOT / "tests" / "targets" / "bacnet_device.py"), "--port", str(port),
+                           "--instance", "999"], port, tcp=False)
+    out: dict[str, object] = {}
+    try:
+        probe = BACnetIP({"device": "999"}).probe().frame
+        out["bare_udp_loop_vs_bacpypes3_per_s"] = round(asyncio.run(bare_udp_loop(port, probe, seconds)), 1)
+        rate, info = campaign(f"bacnet://127.0.0.1:{port}?device=999", seconds, [])
+        out["otfuzz_vs_bacpypes3_per_s"] = round(rate, 1)
+        out["otfuzz_vs_bacpypes3"] = info
+        out["ratio_bacnet_to_bare_udp_loop"] = round(rate / out["bare_udp_loop_vs_bacpypes3_per_s"], 3)  # type: ignore[operator]
+    finally:
+        stop_server(device)
+    return out
 
 
 def campaign(url: str, seconds: float, extra: list[str]) -> tuple[float, dict]:
@@ -135,6 +181,7 @@ def main() -> None:
             results[f"otfuzz_vs_pymodbus_{label}"] = info
     finally:
         stop_server(pymodbus)
+    results.update(bacnet(args.seconds))
     print(json.dumps(results, indent=2))
 
 
