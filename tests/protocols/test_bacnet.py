@@ -436,3 +436,40 @@ def test_no_input_makes_the_module_raise(request: bytes, answer: bytes) -> None:
     PROTOCOL.loopback_only(request)
     PROTOCOL.request_type(request)
     PROTOCOL.parse_identity(answer)
+
+
+@pytest.mark.parametrize("option, words", [
+    ("device=x", "option device='x' is not a valid int"),
+    ("device=4194304", "option device=4194304 is outside 0..4194303"),
+    ("object=lamp:1", "option object='lamp:1' is not an object such as analog-value:1"),
+    ("write=analog-value:5000000", "option write='analog-value:5000000' is outside"),
+    ("source_port=sometimes", "option source_port='sometimes' is not fixed or fresh"),
+    ("colour=red", "unknown option 'colour'"),
+])
+def test_bad_url_options_are_one_line_and_exit_2(capsys, tmp_path, option: str, words: str) -> None:
+    from otfuzz.cli import main
+
+    assert main(["run", f"bacnet://127.0.0.1:47808?{option}", "--cases", "5", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("otfuzz: error: bacnet: ") and words in err and "\n" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_port_nobody_listens_on_is_unreachable_before_the_campaign_starts(capsys, tmp_path) -> None:
+    from otfuzz.cli import main
+    from targets.servers import free_port
+
+    port = free_port(socket.SOCK_DGRAM)
+    assert main(["run", f"bacnet://127.0.0.1:{port}?device=999", "--cases", "5", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "unreachable" in err and "connection refused" in err and not (tmp_path / "r").exists()
+
+
+def test_protocols_command_lists_bacnet_with_its_options(capsys) -> None:
+    from otfuzz.cli import main
+
+    assert main(["protocols"]) == 0
+    out = capsys.readouterr().out
+    assert "bacnet  (udp, default port 47808)" in out
+    for option in ("?device=4194303", "?object=analog-value:1", "?write=analog-value:2", "?file=1", "?source_port=fixed"):
+        assert option in out

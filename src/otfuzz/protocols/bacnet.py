@@ -1041,7 +1041,9 @@ class BACnetSession(Session):
             base = self._take_invoke_id()
             patched = self._with_invoke_id(frame, message, base)
             invoke = (base + apdu.invoke_id) % 256
-            self._pending = _Pending("confirmed", frozenset({invoke}), results=True)
+            # a BVLC-Result answers it only when its BVLC function has one (a late one to an
+            # earlier Register-Foreign-Device must not be taken for it)
+            self._pending = _Pending("confirmed", frozenset({invoke}), results=message.bvll.function in RESULT_FUNCTIONS)
             self._final_sent = not apdu.more_follows
             self._recent.append(invoke)
             self._skip_past(base, [apdu.invoke_id])
