@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 
+from targets.bacnet_fixture import start_bacnet_device
 from targets.servers import HOST, free_port, script, start_server, stop_server
 
 
@@ -59,15 +59,6 @@ def faulty_server() -> Iterator[FaultyServers]:
         yield servers
     finally:
         servers.stop_all()
-
-
-BACNET_INSTANCE = 999  # the device instance the BACnet tests address (?device=999)
-
-
-def start_bacnet_device(instance: int = BACNET_INSTANCE) -> tuple[subprocess.Popen[bytes], int]:
-    """A bacpypes3 0.0.110 device (tests/targets/bacnet_device.py) on a free UDP port; stop it with stop_server."""
-    port = free_port(socket.SOCK_DGRAM)
-    return start_server([*script("bacnet_device.py"), "--port", str(port), "--instance", str(instance)], port, tcp=False), port
 
 
 @pytest.fixture(scope="session")

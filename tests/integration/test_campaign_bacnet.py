@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import socket
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import BACNET_INSTANCE, start_bacnet_device
 from otfuzz.cli import main
 from otfuzz.protocols.bacnet import RPM_ONE_TYPE, BACnetIP, object_identifier
 from otfuzz.report.json_report import validate_results
 from otfuzz.report.results import load_results
 from otfuzz.transport import open_connection
-from targets.servers import TARGETS, stop_server
+from targets.bacnet_fixture import BACNET_INSTANCE, start_bacnet_device
+from targets.servers import TARGETS, free_port, stop_server
 
 pytestmark = pytest.mark.integration
 
@@ -47,9 +48,6 @@ def _snapshot(port: int) -> list[bytes]:
 
 
 def test_campaign_against_bacpypes3_finds_only_confirmed_reply_level_anomalies(tmp_path: Path) -> None:
-    from targets.servers import free_port
-    import socket
-
     port = free_port(socket.SOCK_DGRAM)
     server = [sys.executable, str(TARGETS / "bacnet_device.py"), "--port", str(port), "--instance", str(BACNET_INSTANCE)]
     run = tmp_path / "run"

@@ -192,13 +192,15 @@ def test_is_write_is_conservative_after_mutation() -> None:
     assert PROTOCOL.is_write(bytes(segmented))
 
 
-def test_silence_is_a_violation_only_for_a_wrong_confirmed_request_that_reached_the_device() -> None:
+def test_silence_is_a_violation_only_for_a_confirmed_request_that_reached_the_device() -> None:
     rp = faults_of("read_property")
     violation = PROTOCOL.silence_violation(rp["object-id: value octets missing"])
-    assert violation and violation.startswith("a confirmed request must be answered with Reject, Abort or Error: ReadProperty tag")
+    assert violation and violation.startswith("a confirmed request must be answered (ACK, Error, Reject or Abort): ReadProperty tag")
     assert PROTOCOL.silence_violation(rp["service choice 34 (first undefined confirmed service)"])
-    for allowed in (template("read_property").encode(),  # valid: silence says something about health, not conformance
-                    rp["NPDU version 2"], rp["max-APDU code 6 (reserved)"], rp["APDU cut after the invoke id"],
+    assert PROTOCOL.silence_violation(template("write_property_multiple").encode()) == (
+        "a confirmed request must be answered (ACK, Error, Reject or Abort): WritePropertyMultiple")
+    for allowed in (template("who_is").encode(), rp["NPDU version 2"], rp["max-APDU code 6 (reserved)"], rp["APDU cut after the invoke id"],
+                    rp["NPDU SNET 0xFFFF (no valid source network)"], rp["NPDU expecting-reply bit cleared on a confirmed request"],
                     rp["segmented, first segment with sequence number 7"],
                     faults_of("who_is")["as Original-Broadcast-NPDU"], faults_of("who_has")["object-id: value octets missing"],
                     faults_of("read_property_multiple_segmented")["segments out of order (0, 2, 1)"]):
@@ -384,6 +386,11 @@ def test_bacpypes3_refuses_each_deliberately_wrong_segmentation_state(bacnet_dev
     assert details[4] == "Segment-ACK of segment 0, window 2"  # acknowledged; the rest never comes
 
 
+# WritePropertyMultiple of analog-value,2 priority-array[17] (there are 16): a valid request whose write fails.
+FAILING_WPM = bvll(b"\x01\x04\x02\x45\x00\x10\x0c" + ANALOG_VALUE_2.to_bytes(4, "big")
+                   + bytes.fromhex("1e 0957 1911 2e 4441b40000 2f 1f"))
+
+
 @pytest.mark.integration
 def test_bacpypes3_0_0_110_departs_from_the_standard_in_these_ways(bacnet_device) -> None:
     """Findings of this module's campaigns against bacpypes3 0.0.110, kept as regressions of the
@@ -391,12 +398,15 @@ def test_bacpypes3_0_0_110_departs_from_the_standard_in_these_ways(bacnet_device
     - a confirmed request whose parameters do not decode is dropped without the Reject the
       standard asks for (appservice.py: "TODO there should be an error going back"), as is a
       service choice above the defined range;
+    - a valid WritePropertyMultiple whose write fails is never answered: the handler raises its
+      WritePropertyMultipleError, which derives from BaseException and escapes the
+      application's error handling (the device logs "Task exception was never retrieved");
     - parameters after the last one of ReadProperty (too many arguments) are ignored and the
       request answered normally;
     - a first segment with sequence number 7, and proposed window sizes 0 and 128, are accepted."""
     _, port = bacnet_device
     rp, segmented = faults_of("read_property"), faults_of("read_property_multiple_segmented")
-    silent = [rp["object-id: value octets missing"], rp["service choice 34 (first undefined confirmed service)"]]
+    silent = [rp["object-id: value octets missing"], rp["service choice 34 (first undefined confirmed service)"], FAILING_WPM]
     answered = [rp["an application Null after the last parameter (too many arguments)"],
                 rp["segmented, first segment with sequence number 7"], segmented["proposed window size 128, above 127"]]
     replies = asyncio.run(_exchange_all(port, silent + answered, timeout=0.5))

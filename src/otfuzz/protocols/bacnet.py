@@ -31,9 +31,9 @@ Segment-ACK and hands the segments over together, and sends the segments of a se
 window by window as the device's Segment-ACKs arrive. A frame made of several BVLLs that are all
 segments of one confirmed request is such a segmented request; anything else is one datagram.
 
-A confirmed request must be answered, also when it is wrong (Reject, Abort or Error): silence is
-then a spec violation (`silence_violation`), judged only where the BVLC and NPDU are valid and
-nothing (segmentation, routing) could explain it.
+A confirmed request must be answered, also when it is wrong (ACK, Error, Reject or Abort):
+silence is then a spec violation (`silence_violation`), judged only where the BVLC and NPDU are
+valid and nothing (segmentation, routing, a reserved header field) could explain it.
 """
 
 from __future__ import annotations
@@ -1450,8 +1450,10 @@ class BACnetIP(Protocol):
 
     def silence_violation(self, frame: bytes) -> str | None:
         """A confirmed request addressed to the device itself, in a valid BVLL and NPDU and not
-        segmented, must be answered even when its APDU is wrong: with a Reject (bad encoding,
-        unknown service, missing or surplus parameters), an Abort or an Error."""
+        segmented, must be answered: a valid one with an ACK or an Error, a wrong one with a
+        Reject (bad encoding, unknown service, missing or surplus parameters), an Abort or an
+        Error. (A device whose communication DeviceCommunicationControl disabled answers only
+        DCC and ReinitializeDevice; the templates cannot disable it without its password.)"""
         if _segments(frame) is not None:
             return None
         message = parse_message(frame)
@@ -1464,10 +1466,11 @@ class BACnetIP(Protocol):
             return None
         if apdu.max_response & 0x0F not in MAX_APDU_CODES or apdu.flags & 0x01:
             return None  # a reserved field the device may fail on before it can answer
+        if _check_npdu(message):
+            return None  # no valid way back (SNET 0xFFFF, SLEN 0, expecting-reply clear)
         problems = _check_apdu(message)
-        if not problems:
-            return None
-        return f"a confirmed request must be answered with Reject, Abort or Error: {problems[0]}"
+        what = problems[0] if problems else CONFIRMED_SERVICES.get(apdu.service or 0, "request")
+        return f"a confirmed request must be answered (ACK, Error, Reject or Abort): {what}"
 
     def classify(self, request: bytes, reply: bytes) -> ReplyVerdict:
         parts = split_bvlls(reply)
@@ -1918,6 +1921,9 @@ def _check_npdu(message: Message) -> list[str]:
         if npdu.message_type not in NETWORK_MESSAGES and npdu.message_type < 0x80:
             problems.append(f"message_type=0x{npdu.message_type:02x} is not a defined network message")
         return problems
+    apdu = message.apdu
+    if apdu is not None and apdu.pdu_type == CONFIRMED and not npdu.control & EXPECTING_REPLY:
+        problems.append(f"npdu_control=0x{npdu.control:02x}: expecting-reply bit clear on a confirmed request")
     return problems
 
 
