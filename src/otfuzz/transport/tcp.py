@@ -136,7 +136,7 @@ class Connection:
 
     # A byte stream can fall out of step (a late reply, a frame cut short): the engine opens a
     # new connection after silence, a malformed reply or a stray frame (see otfuzz.transport).
-    reuse = "stream"
+    reuse = "stream"  # REUSE_STREAM
 
     def __init__(self, wire: _Wire, transport: asyncio.Transport) -> None:
         self._wire = wire

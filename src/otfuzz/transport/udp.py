@@ -26,11 +26,13 @@ differs, and what the rest of otfuzz relies on:
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Callable
 
 from otfuzz.protocols.base import Session
 from otfuzz.transport.tcp import Exchange, Wire
 
+UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH})
 CONNECTION_ORIENTED = False  # no connections to flood, hold open or churn (otfuzz.stress)
 SOURCE_PORT_MODES = ("fixed", "fresh")
 OPTIONS = ("source_port",)
@@ -61,9 +63,11 @@ class _Endpoint(Wire, asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         # On a connected socket the kernel reports ICMP errors here: port unreachable is
-        # ConnectionRefusedError; host or network unreachable are other OSErrors. Either way the
-        # peer cannot be reached: the connection is over.
-        self.lose("refused")
+        # ConnectionRefusedError, host or network unreachable the others below. Either way the
+        # peer cannot be reached: the connection is over. Anything else (a datagram too large
+        # to send) is otfuzz's own problem, not the target's: the exchange just gets no answer.
+        if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) in UNREACHABLE:
+            self.lose("refused")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lose("closed")
@@ -78,7 +82,7 @@ class Connection:
         # How the engine may reuse this connection between cases (see otfuzz.transport):
         # replies are matched by the session, so it is kept whatever happened, unless every case
         # is to come from a new source port.
-        self.reuse = "case" if source_port == "fresh" else "always"
+        self.reuse = "case" if source_port == "fresh" else "always"  # REUSE_CASE, REUSE_ALWAYS
 
     @classmethod
     async def open(cls, host: str, port: int, session: Session, timeout: float, opening: bool = True,
