@@ -1,5 +1,6 @@
-"""Campaign throughput on loopback: otfuzz against pymodbus, against a minimal responder and
-against asyncua (OPC UA), each beside a bare asyncio request/response loop against the same server.
+"""Campaign throughput on loopback: otfuzz against pymodbus, against a minimal responder,
+against asyncua (OPC UA) and against a bacpypes3 BACnet/IP device, each beside a bare
+request/response loop (asyncio TCP, or UDP for BACnet) against the same server.
 
 Prints figures; asserts nothing (benchmarks are not tests). Every loop is bounded in time.
 
@@ -93,6 +94,51 @@ async def bare_opcua_loop(port: int, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
+class _DatagramClient(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.waiter: asyncio.Future[bytes] | None = None
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(data)
+
+
+async def bare_udp_loop(port: int, request: bytes, seconds: float) -> float:
+    """The UDP counterpart: send one datagram, await one back, repeat (the same request, so the
+    same invoke id: the device answers each in turn)."""
+    loop = asyncio.get_running_loop()
+    transport, client = await loop.create_datagram_endpoint(_DatagramClient, remote_addr=("127.0.0.1", port))
+    count, end = 0, time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < end:
+        client.waiter = loop.create_future()
+        transport.sendto(request)
+        await asyncio.wait_for(client.waiter, 2.0)
+        count += 1
+    transport.close()
+    return count / (time.perf_counter() - start)
+
+
+def bacnet(seconds: float) -> dict:
+    """otfuzz at defaults against the bacpypes3 test device, beside the bare loop of its probe."""
+    from otfuzz.protocols.bacnet import BACnetIP
+
+    port = free_port(socket.SOCK_DGRAM)
+    device = start_server([sys.executable, str(ROOT / "tests" / "targets" / "bacnet_device.py"), "--port", str(port),
+                           "--instance", "999"], port, tcp=False)
+    out: dict[str, object] = {}
+    try:
+        probe = BACnetIP({"device": "999"}).probe().frame
+        out["bare_udp_loop_vs_bacpypes3_per_s"] = round(asyncio.run(bare_udp_loop(port, probe, seconds)), 1)
+        rate, info = campaign(f"bacnet://127.0.0.1:{port}?device=999", seconds, [])
+        out["otfuzz_vs_bacpypes3_per_s"] = round(rate, 1)
+        out["otfuzz_vs_bacpypes3"] = info
+        out["ratio_bacnet_to_bare_udp_loop"] = round(rate / out["bare_udp_loop_vs_bacpypes3_per_s"], 3)  # type: ignore[operator]
+    finally:
+        stop_server(device)
+    return out
+
+
 def campaign(url: str, seconds: float, extra: list[str]) -> tuple[float, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
@@ -180,6 +226,7 @@ def main() -> None:
         results["otfuzz_vs_asyncua_opcua"] = info
     finally:
         stop_server(opcua)
+    results.update(bacnet(args.seconds))
     print(json.dumps(results, indent=2))
 
 

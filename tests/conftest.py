@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from targets.bacnet_fixture import start_bacnet_device
 from targets.servers import HOST, free_port, script, start_server, stop_server
 
 
@@ -58,3 +59,16 @@ def faulty_server() -> Iterator[FaultyServers]:
         yield servers
     finally:
         servers.stop_all()
+
+
+@pytest.fixture(scope="session")
+def bacnet_device() -> Iterator[tuple[str, int]]:
+    """bacpypes3 0.0.110 device 999 on 127.0.0.1 (objects in tests/targets/bacnet_device.py).
+
+    Shared by the whole session: tests write only analog-value,2 (the write templates' target).
+    """
+    proc, port = start_bacnet_device()
+    try:
+        yield HOST, port
+    finally:
+        stop_server(proc)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from otfuzz.stress.patterns import GROUPS
 from stress.conftest import stress
 from targets.servers import free_port, script, start_server, stop_server
 
@@ -49,3 +50,24 @@ def test_protocol_specific_flood_is_answered_and_the_essential_function_holds(tm
     assert doc["stress"]["verdicts"]["recovery"]["verdict"] == "pass"
     if name == "dnp3":
         assert any("one association" in n for n in doc["stress"]["notes"])
+
+
+def test_datagram_floods_are_answered_and_connection_floods_are_not_applicable(tmp_path: Path, bacnet_device) -> None:
+    """BACnet/IP over UDP: request, malformed and Who-Is floods from UDP sockets; no connections to flood."""
+    host, port = bacnet_device
+    status, doc, _ = stress(tmp_path, f"bacnet://{host}:{port}?device=999", list(GROUPS), profile="smoke",
+                            step_duration=0.5, level1_rate=20.0, level2_rate=40.0)
+    assert status == "completed"
+    verdicts = doc["stress"]["verdicts"]
+    assert verdicts["connection-flood"]["verdict"] == "not-run"
+    assert verdicts["connection-flood"]["reasons"][0].startswith("not applicable: this protocol runs over datagrams")
+    patterns = {p["group"]: p for p in doc["stress"]["patterns"]}
+    assert not patterns["connection-flood"]["steps"]
+    for group in ("request-flood", "protocol-flood"):
+        step = patterns[group]["steps"][0]
+        assert step["offered"]["written"] >= 8 and step["replies"].get("normal", 0) >= step["offered"]["written"] - 2, step
+        assert verdicts[group]["verdict"] == "pass", verdicts[group]
+    assert "Who-Is" in patterns["protocol-flood"]["flood"]
+    malformed = patterns["malformed-flood"]["steps"][0]
+    assert malformed["offered"]["written"] >= 8 and malformed["replies"].get("normal", 0) == 0  # refused or dropped, never normal
+    assert verdicts["recovery"]["verdict"] == "pass"

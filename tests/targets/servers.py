@@ -1,7 +1,8 @@
 """Start and stop test servers as subprocesses on loopback, and find free ports for them.
 
 Servers print READY once listening; `start_server` waits for that line and a successful TCP
-connect, and raises with the tail of the server's stderr if it dies first, so a broken target
+connect (for a UDP server, which has nothing to connect to, the line alone: it prints it once its
+socket is bound), and raises with the tail of the server's stderr if it dies first, so a broken target
 fails the test with its own error message rather than a timeout.
 """
 
@@ -20,9 +21,9 @@ HOST = "127.0.0.1"
 TARGETS = Path(__file__).resolve().parent
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A TCP (or, with SOCK_DGRAM, UDP) port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
 
@@ -32,8 +33,8 @@ def script(name: str) -> list[str]:
     return [sys.executable, str(TARGETS / name)]
 
 
-def start_server(argv: Sequence[str], port: int, ready_timeout: float = 15) -> subprocess.Popen[bytes]:
-    """Start `argv` and wait until it printed READY and accepts on `port`.
+def start_server(argv: Sequence[str], port: int, ready_timeout: float = 15, tcp: bool = True) -> subprocess.Popen[bytes]:
+    """Start `argv` and wait until it printed READY and (unless `tcp` is False) accepts on `port`.
 
     stdout and stderr go to temporary files (a full pipe would block the server); read the
     stderr with `server_stderr` and always end with `stop_server`, which deletes them.
@@ -52,7 +53,7 @@ def start_server(argv: Sequence[str], port: int, ready_timeout: float = 15) -> s
             tail = server_stderr(proc)[-2000:]
             stop_server(proc)
             raise RuntimeError(f"server {' '.join(argv)} exited with {proc.returncode} before READY:\n{tail}")
-        if b"READY" in Path(out_path).read_bytes() and _accepts(port):
+        if b"READY" in Path(out_path).read_bytes() and (not tcp or _accepts(port)):
             return proc
         time.sleep(0.02)
     tail = server_stderr(proc)[-2000:]

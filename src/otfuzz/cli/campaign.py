@@ -192,7 +192,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from otfuzz.monitor.probe import HealthProbe
     from otfuzz.protocols import protocol_for
     from otfuzz.store.evidence import EvidenceStore
-    from otfuzz.transport.target import Scope, parse_target
+    from otfuzz.transport.target import Scope, is_loopback, parse_target
 
     store = EvidenceStore.open(args.run_dir)
     try:
@@ -203,7 +203,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if args.case is not None:
             if args.case < 0:
                 raise OtfuzzError("--case must be 0 or more")
-            case = CaseGenerator(protocol, config.seed, config.groups, config.read_only).case(args.case)
+            loopback = is_loopback(Scope(config.scope).check(target))
+            case = CaseGenerator(protocol, config.seed, config.groups, config.read_only, loopback).case(args.case)
             frames = list(case.frames)
             header: dict[str, Any] = {"case_id": case.case_id, "group": case.group, "description": case.description}
         elif args.finding is not None:

@@ -157,7 +157,8 @@ class PolicyTest:
         if result.outcome == "reply" and result.reply is not None:
             verdict = self.protocol.classify(frame, result.reply)
             return verdict.kind.value, result.reply, latency, verdict.detail
-        kind = {"timeout": ReplyKind.NO_REPLY, "closed": ReplyKind.CLOSED, "reset": ReplyKind.RESET}[result.outcome]
+        kind = {"timeout": ReplyKind.NO_REPLY, "closed": ReplyKind.CLOSED, "reset": ReplyKind.RESET,
+                "refused": ReplyKind.RESET}[result.outcome]
         return kind.value, None, latency, result.outcome
 
     async def _snapshot(self) -> tuple[bytes, ...] | None:

@@ -42,7 +42,7 @@ from otfuzz.protocols import protocol_for
 from otfuzz.protocols.base import Protocol, ReplyKind
 from otfuzz.store.evidence import EvidenceStore, now_iso
 from otfuzz.transport.ratelimit import RateLimiter
-from otfuzz.transport.target import Scope, Target, parse_target
+from otfuzz.transport.target import Scope, Target, is_loopback, parse_target
 
 HISTORY_LIMIT = 256
 AUTO_TIMEOUT_FLOOR = 0.005
@@ -138,7 +138,7 @@ class Campaign:
         if self.target.port is None:  # pragma: no cover - parse_target always sets it
             raise OtfuzzError("no port")
         self.address = Scope(config.scope).check(self.target)
-        self.generator = CaseGenerator(self.protocol, config.seed, config.groups, config.read_only)
+        self.generator = CaseGenerator(self.protocol, config.seed, config.groups, config.read_only, is_loopback(self.address))
         if self.protocol.single_association and config.concurrency > 1:
             raise OtfuzzError(f"{self.protocol.name} targets serve one association at a time: use --concurrency 1")
         self.probe = HealthProbe(self.protocol, self.address, self.target.port, config.probe_deadline, config.degradation_factor)

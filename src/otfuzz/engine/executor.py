@@ -1,10 +1,13 @@
 """Runs test cases over a connection and judges each reply with the protocol module.
 
 One `CaseRunner` per worker: it keeps its connection across cases (reuse is most of the speed)
-and drops it whenever the stream may be out of step (no reply, malformed reply, close), so a
-late answer to one case is never taken for the answer to the next. A valid request left
-unanswered is not simply dropped: its connection is parked, carrying nothing else, until its
-grace window ends, so that a late answer is still read, timed and attributed to its own case.
+and, on a byte stream, drops it whenever the stream may be out of step (no reply, malformed
+reply, close), so a late answer to one case is never taken for the answer to the next. A valid
+request left unanswered on a byte stream is not simply dropped: its connection is parked,
+carrying nothing else, until its grace window ends, so that a late answer is still read, timed
+and attributed to its own case. A datagram connection whose session matches replies by invoke
+id is kept whatever happened, or used for one case only when the protocol asked for a fresh
+source port per case (`Connection.reuse`, see otfuzz.transport).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from dataclasses import dataclass
 
 from otfuzz.engine.cases import TestCase
 from otfuzz.protocols.base import Protocol, ReplyKind
-from otfuzz.transport import open_connection
+from otfuzz.transport import REUSE_CASE, REUSE_STREAM, open_connection
+from otfuzz.transport.target import is_loopback
 from otfuzz.transport.tcp import Connection
 
 
@@ -101,6 +105,7 @@ class CaseRunner:
         # not its speed, set the pace. Valid requests always get the full timeout.
         self.silence_timeout = timeout if silence_timeout is None else min(silence_timeout, timeout)
         self.connect_timeout = connect_timeout
+        self.loopback = is_loopback(host)
         self.conn: Connection | None = None
         # Cases sent on the current connection, oldest first: the state a reply may depend on.
         self.history: deque[TestCase] = deque(maxlen=history_limit)
@@ -179,10 +184,17 @@ class CaseRunner:
         finally:
             self._case = None
         self.history.append(case)
+        if self.conn is not None and self.conn.reuse == REUSE_CASE:
+            self.drop_current()  # the next case comes from a new source port
         return outcome
 
     async def run_frames(self, frames: tuple[bytes, ...] | list[bytes], meanwhile: Callable[[], object] | None = None) -> CaseOutcome:
         protocol = self.protocol
+        if not self.loopback:
+            for frame in frames:  # the generator never makes these for such a target: the last guard
+                why = protocol.loopback_only(frame)
+                if why:
+                    return CaseOutcome(ReplyKind.NO_REPLY, f"not sent: {why}; only a loopback target may get it", None, 0.0, 0)
         opening = protocol.needs_opening(frames[0])
         try:
             conn = await self.connect(opening)
@@ -206,7 +218,9 @@ class CaseRunner:
         protocol = self.protocol
         for index, frame in enumerate(frames):
             wait = self.timeout
-            if self.silence_timeout < wait and protocol.check_request(frame):
+            # Silence is only recorded as a violation after the full timeout: a request the
+            # specification says must be answered even when wrong never gets the short wait.
+            if self.silence_timeout < wait and protocol.check_request(frame) and not protocol.silence_violation(frame):
                 wait = self.silence_timeout
             exchange = await conn.exchange(frame, wait, protocol.expects_reply(frame), meanwhile)
             meanwhile = None
@@ -220,11 +234,11 @@ class CaseRunner:
                     if problems:
                         kind, detail = ReplyKind.SPEC_VIOLATION, "answered normally: " + "; ".join(problems)
                 if kind is ReplyKind.MALFORMED:
-                    self.drop_current()
+                    self._out_of_step()
                 else:
                     framed_at = protocol.frame_length(frame)
                     if framed_at is not None and framed_at != len(frame):
-                        self.drop_current()  # more (or fewer) bytes than one frame: the stream is out of step
+                        self._out_of_step()  # more (or fewer) bytes than one frame
                 if index < last and kind in (ReplyKind.NORMAL, ReplyKind.EXCEPTION):
                     continue
                 return CaseOutcome(kind, detail, exchange.reply, exchange.latency, index, problems)
@@ -232,15 +246,21 @@ class CaseRunner:
                 if index < last:
                     continue
                 return CaseOutcome(ReplyKind.NO_REPLY, "no reply expected", None, 0.0, index)
+            if exchange.outcome == "refused":
+                # Nothing listens at the target (ICMP port unreachable on a datagram transport):
+                # like a refused connect, this says nothing about the request itself.
+                self.drop_current()
+                return CaseOutcome(ReplyKind.RESET, "connection refused", None, exchange.latency, index)
             framed = protocol.frame_length(frame) in (None, len(frame))
             problems = tuple(protocol.check_request(frame))
             if exchange.outcome == "timeout" and not exchange.leftover:
                 required = protocol.silence_violation(frame)
                 if required:
-                    self.drop_current()
+                    self._out_of_step()
                     return CaseOutcome(ReplyKind.SPEC_VIOLATION, f"no answer: {required}", None, exchange.latency, index,
                                        problems, framed)
-                if self.grace > 0 and framed and not problems and self.conn is conn and len(self.parked) < self.MAX_PARKED:
+                if (self.grace > 0 and framed and not problems and self.conn is conn and conn.reuse == REUSE_STREAM
+                        and len(self.parked) < self.MAX_PARKED):
                     # A valid request unanswered: park its connection (it carries nothing else) so
                     # a late answer is still read and timed; the next case gets a fresh connection.
                     # With no parking space left, the oldest keeps its chance and this one is dropped.
@@ -248,7 +268,7 @@ class CaseRunner:
                     sent = time.perf_counter() - exchange.latency
                     self.parked.append(Parked(conn, self._case, frame, sent, sent + self.grace))
                     return CaseOutcome(ReplyKind.NO_REPLY, "timeout", None, exchange.latency, index, problems, framed)
-            self.drop_current()
+            self._out_of_step()
             if exchange.outcome == "timeout":
                 if exchange.leftover:
                     return CaseOutcome(ReplyKind.MALFORMED, f"incomplete reply of {len(exchange.leftover)} bytes",
@@ -258,6 +278,12 @@ class CaseRunner:
                 kind = ReplyKind.RESET if exchange.outcome == "reset" else ReplyKind.CLOSED
             return CaseOutcome(kind, exchange.outcome, exchange.leftover or None, exchange.latency, index, problems, framed)
         raise AssertionError("a case has at least one frame")
+
+    def _out_of_step(self) -> None:
+        """The stream may carry a late or stray answer: a byte stream is replaced (a datagram
+        connection whose session matches replies by invoke id cannot fall out of step)."""
+        if self.conn is not None and self.conn.reuse == REUSE_STREAM:
+            self.drop_current()
 
     def drop_current(self) -> None:
         """Close the case connection only; parked connections wait out their grace window."""

@@ -3,7 +3,9 @@
 The schedule interleaves the test groups by weight (boundary 3, structural 2, mutation 4,
 sequence 1 of every 10 cases by default), so any prefix of a campaign covers every group and a
 resumed or replayed case id yields the same bytes. Read-only mode filters templates *and* every
-generated frame: a bit flip must never turn a read into a write on a live plant.
+generated frame: a bit flip must never turn a read into a write on a live plant. Frames the
+protocol says may only go to a loopback address (`Protocol.loopback_only`: broadcasts a device
+would relay to its networks) are filtered the same way for any other target.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ READ_ONLY_RETRIES = 32
 
 
 class CaseGenerator:
-    def __init__(self, protocol: Protocol, seed: int, groups: Sequence[str] | None = None, read_only: bool = False) -> None:
+    def __init__(self, protocol: Protocol, seed: int, groups: Sequence[str] | None = None, read_only: bool = False,
+                 loopback: bool = True) -> None:
         self.protocol = protocol
         self.seed = seed
         self.read_only = read_only
+        self.loopback = loopback
         groups = list(groups or GROUPS)
         unknown = [g for g in groups if g not in GROUPS]
         if unknown:
@@ -55,11 +59,18 @@ class CaseGenerator:
         strategy = self.strategies[group]
         rng = case_rng(self.seed, case_id)
         made = strategy.make(index, rng)
-        if self.read_only:
+        if self.read_only or not self.loopback:
             for _ in range(READ_ONLY_RETRIES):
-                if not any(self.protocol.is_write(frame) for frame in made.frames):
+                if not any(self._refused(frame) for frame in made.frames):
                     break
                 made = strategy.make(rng.randrange(1 << 30), rng)
             else:
                 return TestCase(case_id, group, (self._fallback,), "probe", "read-only fallback: valid probe request")
         return TestCase(case_id, group, made.frames, made.template, made.description, made.fault)
+
+    def _refused(self, frame: bytes) -> bool:
+        """A frame this configuration must never send: a write in read-only mode, or a frame only
+        a loopback target may get."""
+        if self.read_only and self.protocol.is_write(frame):
+            return True
+        return not self.loopback and self.protocol.loopback_only(frame) is not None

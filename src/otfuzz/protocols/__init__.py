@@ -16,6 +16,7 @@ _REGISTRY: dict[str, str] = {
     "dnp3": "otfuzz.protocols.dnp3:DNP3",
     "iec104": "otfuzz.protocols.iec104:IEC104",
     "opcua": "otfuzz.protocols.opcua:OPCUA",
+    "bacnet": "otfuzz.protocols.bacnet:BACnetIP",
 }
 
 

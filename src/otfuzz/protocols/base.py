@@ -260,6 +260,14 @@ class Protocol(ABC):
         """False for requests the specification says are never answered (broadcasts)."""
         return True
 
+    def loopback_only(self, frame: bytes) -> str | None:
+        """Why `frame` may only ever be sent to a loopback address, or None.
+
+        For requests a device would relay beyond itself: a BACnet broadcast or routed message
+        reaches every device on the networks behind the target, none of which is in scope. The
+        engine never generates or sends such a frame to any other address."""
+        return None
+
     def silence_violation(self, frame: bytes) -> str | None:
         """Why leaving `frame` unanswered breaks the specification (a BACnet confirmed request
         must get a Reject or Abort), or None when silence is allowed. The engine then records

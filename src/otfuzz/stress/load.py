@@ -8,6 +8,13 @@ exactly once: written, held back because the kernel's send buffer was full (the 
 reading: its own load limiting), skipped because the target had closed the connection, or lost
 because otfuzz itself fell behind (`tool_shortfall`, which makes a step inconclusive). Every loop
 here is bounded by the step's duration and by its request count.
+
+A datagram protocol (BACnet/IP over UDP) floods from connected UDP sockets instead of TCP
+connections: each request is its own datagram and every datagram that comes back is counted as
+an answer. Replies cannot be paired in order when requests go unanswered (malformed ones mostly
+do), so each is judged against the most recent request it can answer; an ICMP port unreachable
+ends that socket like a refused connect. Connection floods do not apply to it at all (the
+runner reports them as not applicable).
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otfuzz.protocols.base import Protocol, Session
-from otfuzz.stress.patterns import FloodFrames, Step
+from otfuzz.stress.patterns import CONNECTION_KINDS, FloodFrames, Step
+from otfuzz.transport import connection_oriented
 
 TICK = 0.004  # seconds between scheduling passes
 CATCH_UP = 0.05  # at most this much of the schedule is sent at once after a stall; the rest is shortfall
@@ -80,7 +88,7 @@ class ReplyJudge:
         self.stats = stats
         self._cache: dict[tuple[bytes, bytes], str] = {}
 
-    def count(self, request: bytes | None, reply: bytes) -> None:
+    def kind(self, request: bytes | None, reply: bytes) -> str:
         req = self.default if request is None else request
         key = (req, reply)
         kind = self._cache.get(key)
@@ -91,6 +99,10 @@ class ReplyJudge:
             if len(self._cache) >= CACHE_LIMIT:
                 self._cache.clear()
             self._cache[key] = kind
+        return kind
+
+    def count(self, request: bytes | None, reply: bytes, kind: str | None = None) -> None:
+        kind = kind or self.kind(request, reply)
         self.stats.replies[kind] += 1
         self.stats.answered += 1
 
@@ -220,6 +232,66 @@ class FloodWire(asyncio.Protocol):
             self.transport.close()
 
 
+RECENT_REQUESTS = 16  # a datagram flood's reply is judged against at most this many recent requests
+
+
+class DatagramFloodWire(FloodWire, asyncio.DatagramProtocol):
+    """One flood socket of a datagram protocol: one request per datagram, every datagram counted."""
+
+    def __init__(self, session: Session, flood: FloodFrames, judge: ReplyJudge | None, stats: LoadStats) -> None:
+        super().__init__(session, flood, judge, stats)
+        self.pending = deque(maxlen=RECENT_REQUESTS) if len(flood.frames) > 1 else None
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.waiter is not None:  # the opening exchange, matched by the session
+            FloodWire.data_received(self, data)
+            return
+        judge = self.judge
+        if judge is None:
+            return
+        if not self.pending:
+            judge.count(None, data)
+            return
+        first = None
+        for request in reversed(self.pending):  # newest first: the reply most likely answers it
+            kind = judge.kind(request, data)
+            first = first or kind
+            if kind != "malformed":
+                judge.count(request, data, kind)
+                return
+        judge.count(None, data, first)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable: nothing listens at the target any more (see otfuzz.transport.udp).
+        if self.lost is None:
+            self.lost = "refused"
+            self.stats.connect_failures["refused"] += 1
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def send(self, count: int) -> None:
+        assert self.transport is not None
+        frames = self.frames
+        prepare = self.session.prepare
+        pending = self.pending
+        n = len(frames)
+        written = 0
+        for _ in range(count):
+            frame = frames[self.cursor % n]
+            self.cursor += 1
+            data = frame if self._plain else prepare(frame)
+            if pending is not None:
+                pending.append(frame)
+            self.transport.sendto(data)  # type: ignore[attr-defined]
+            written += len(data)
+        self.stats.bytes_written += written
+
+    def send_raw(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.sendto(data)  # type: ignore[attr-defined]
+            self.stats.bytes_written += len(data)
+
+
 class LoadGenerator:
     """Runs steps against one target address; `stop` ends any step at once."""
 
@@ -231,9 +303,12 @@ class LoadGenerator:
         self.connect_timeout = connect_timeout
         self.connect_rate_ceiling = connect_rate_ceiling
         self.stop = stop
+        self.datagrams = not connection_oriented(protocol)
 
     async def run(self, step: Step, flood: FloodFrames, stats: LoadStats) -> None:
         """Drive one step to its end (its duration, its count, or `stop`)."""
+        if self.datagrams and step.kind in CONNECTION_KINDS:
+            raise ValueError(f"a {step.kind} step needs connections; {self.protocol.name} has none")
         if step.kind in ("rate", "ramp"):
             await self._rate(step, flood, stats, step.connections, handshake=True)
         elif step.kind == "hold":
@@ -252,9 +327,14 @@ class LoadGenerator:
     async def _connect(self, flood: FloodFrames, stats: LoadStats, judge: ReplyJudge | None, handshake: bool) -> FloodWire | None:
         loop = asyncio.get_running_loop()
         session = self.protocol.session()
-        wire = FloodWire(session, flood, judge, stats)
+        if self.datagrams:
+            wire: FloodWire = DatagramFloodWire(session, flood, judge, stats)
+            opened = loop.create_datagram_endpoint(lambda: wire, remote_addr=(self.host, self.port))
+        else:
+            wire = FloodWire(session, flood, judge, stats)
+            opened = loop.create_connection(lambda: wire, self.host, self.port)
         try:
-            transport, _ = await asyncio.wait_for(loop.create_connection(lambda: wire, self.host, self.port), self.connect_timeout)
+            transport, _ = await asyncio.wait_for(opened, self.connect_timeout)
         except ConnectionRefusedError:
             stats.connect_failures["refused"] += 1
             return None
@@ -265,7 +345,7 @@ class LoadGenerator:
             stats.connect_failures[type(exc).__name__] += 1
             return None
         sock = transport.get_extra_info("socket")
-        if sock is not None:
+        if sock is not None and not self.datagrams:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if handshake:
             opening = session.opening()

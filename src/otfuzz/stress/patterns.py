@@ -184,8 +184,9 @@ class Profile:
         ramp = self.ramp_duration * step_duration / self.step_duration
         return replace(self, levels=levels or self.levels, step_duration=step_duration, ramp_duration=ramp)
 
-    def plan(self, groups: Sequence[str], protocol_flood_available: bool) -> list[PatternPlan]:
-        """The patterns to run, in order, for the selected test groups."""
+    def plan(self, groups: Sequence[str], protocol_flood_available: bool, connections: bool = True) -> list[PatternPlan]:
+        """The patterns to run, in order, for the selected test groups; `connections` False for a
+        datagram protocol, whose connection flood is recorded as not applicable (no steps)."""
         out: list[PatternPlan] = []
         d = self.step_duration
         for group in GROUPS:
@@ -193,7 +194,9 @@ class Profile:
                 continue
             steps: list[Step] = []
             note = ""
-            if group == "connection-flood":
+            if group == "connection-flood" and not connections:
+                note = "not applicable: this protocol runs over datagrams (UDP), there are no connections to flood"
+            elif group == "connection-flood":
                 for kind, level, factor in self.connection_steps:
                     lv = self.levels.get(level)
                     if kind == "churn":
@@ -332,12 +335,13 @@ def valid_flood(protocol: Protocol) -> FloodFrames:
     return FloodFrames((probe.frame,), f"valid request: {probe.description}", (False,))
 
 
-def malformed_flood(protocol: Protocol, seed: int, count: int = 64) -> FloodFrames:
+def malformed_flood(protocol: Protocol, seed: int, count: int = 64, loopback: bool = True) -> FloodFrames:
     """Malformed requests from the fuzzing strategies (read-only mode), keeping only frames that
-    break the specification, so the flood is malformed traffic and never a write."""
+    break the specification, so the flood is malformed traffic and never a write (nor, unless
+    the target is on loopback, a frame the device would relay to its networks)."""
     from otfuzz.engine.generator import CaseGenerator
 
-    generator = CaseGenerator(protocol, seed, ["structural", "boundary", "mutation"], read_only=True)
+    generator = CaseGenerator(protocol, seed, ["structural", "boundary", "mutation"], read_only=True, loopback=loopback)
     frames: list[bytes] = []
     seen: set[bytes] = set()
     for case_id in range(count * 8):

@@ -44,7 +44,8 @@ from otfuzz.stress.patterns import (
     valid_flood,
 )
 from otfuzz.stress.verdicts import FAIL, INCONCLUSIVE, NOT_RUN, PASS, Thresholds, judge_recovery, judge_resources, judge_step, worst
-from otfuzz.transport.target import Scope, parse_target
+from otfuzz.transport import connection_oriented
+from otfuzz.transport.target import Scope, is_loopback, parse_target
 
 SAMPLE_INTERVAL = 0.5
 BASELINE_CYCLES = 20
@@ -108,7 +109,7 @@ class StressConfig(RecordedConfig):
             raise OtfuzzError(f"unknown stress profile '{self.profile}' (known: {', '.join(PROFILES)})")
         return PROFILES[self.profile]
 
-    def plans(self, protocol_flood_available: bool) -> list[PatternPlan]:
+    def plans(self, protocol_flood_available: bool, connections: bool = True) -> list[PatternPlan]:
         unknown = [g for g in self.groups if g not in GROUPS]
         if unknown:
             raise OtfuzzError(f"unknown stress pattern '{unknown[0]}' (known: {', '.join(GROUPS)})")
@@ -117,7 +118,7 @@ class StressConfig(RecordedConfig):
         if self.step_duration is not None and self.step_duration <= 0:
             raise OtfuzzError("--step-duration must be positive")
         profile = self._profile().with_overrides(self.levels(), self.step_duration)
-        return profile.plan(self.groups, protocol_flood_available)
+        return profile.plan(self.groups, protocol_flood_available, connections)
 
 
 @dataclass
@@ -179,11 +180,12 @@ class StressRun:
                                            config.cadence, config.deadline)
         self.levels = config.levels()
         self.special = protocol_flood(self.protocol)
-        self.plans = config.plans(self.special is not None)
+        self.plans = config.plans(self.special is not None, connection_oriented(self.protocol))
         self.floods: dict[str, FloodFrames | None] = {
             "connection-flood": valid_flood(self.protocol),
             "request-flood": valid_flood(self.protocol),
-            "malformed-flood": malformed_flood(self.protocol, config.seed) if "malformed-flood" in config.groups else None,
+            "malformed-flood": (malformed_flood(self.protocol, config.seed, loopback=is_loopback(self.address))
+                                if "malformed-flood" in config.groups else None),
             "protocol-flood": self.special,
         }
         steps = sum(len(p.steps) for p in self.plans)

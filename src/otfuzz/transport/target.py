@@ -49,6 +49,14 @@ def parse_target(url: str, default_port: int | None = None) -> Target:
     return Target(parts.scheme.lower(), parts.hostname, port, options, "" if parts.path == "/" else parts.path)
 
 
+def is_loopback(address: str) -> bool:
+    """True for a loopback address (127.0.0.0/8, ::1); False for anything else, names included."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 class Scope:
     """Addresses and networks the operator declared fair game; loopback is always included."""
 

@@ -21,7 +21,8 @@ from otfuzz.protocols.base import Session
 class Exchange:
     """The outcome of sending one frame.
 
-    `outcome` is "reply", "timeout", "closed" (orderly close by the peer) or "reset" (RST).
+    `outcome` is "reply", "timeout", "closed" (orderly close by the peer), "reset" (RST) or, on a
+    datagram transport, "refused" (ICMP port unreachable: nothing listens at the target).
     `leftover` holds bytes received that never formed a complete frame.
     """
 
@@ -31,25 +32,31 @@ class Exchange:
     leftover: bytes = b""
 
 
-class _Wire(asyncio.Protocol):
+class Wire:
+    """What a connection keeps, whatever carries its bytes: the session, the replies it framed,
+    the one waiter of the exchange in progress, and how the connection ended. Each transport
+    mixes it into its asyncio protocol and says how bytes leave (`send`, `send_output`)."""
+
     def __init__(self, session: Session) -> None:
         self.session = session
-        self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[bytes | None] | None = None
         self.replies: list[bytes] = []
         self.lost: str | None = None
         self.arrived = 0.0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def send(self, data: bytes) -> None:
+        raise NotImplementedError
 
-    def data_received(self, data: bytes) -> None:
+    def send_output(self) -> None:
+        out = self.session.take_output()
+        if out:
+            self.send(out)
+
+    def received(self, data: bytes) -> None:
         self.arrived = time.perf_counter()
         session = self.session
         session.feed(data)
-        out = session.take_output()
-        if out and self.transport is not None:
-            self.transport.write(out)
+        self.send_output()
         while True:
             reply = session.next_reply()
             if reply is None:
@@ -58,22 +65,78 @@ class _Wire(asyncio.Protocol):
         if self.replies and self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(self.replies.pop(0))
 
-    def eof_received(self) -> bool:
-        self._lose("closed")
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lose("reset" if isinstance(exc, (ConnectionResetError, BrokenPipeError)) else "closed")
-
-    def _lose(self, how: str) -> None:
+    def lose(self, how: str) -> None:
         if self.lost is None:
             self.lost = how
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
+    async def exchange(self, frame: bytes, timeout: float, expect_reply: bool = True,
+                       meanwhile: Callable[[], object] | None = None) -> Exchange:
+        """Send one frame and wait for one complete reply, the timeout, or the end of the connection.
+
+        `meanwhile` runs after the frame is written and before waiting: work done there (such
+        as generating the next case) overlaps the target's processing instead of adding to it.
+        """
+        start = time.perf_counter()
+        if self.lost is not None:
+            return Exchange(self.lost, None, 0.0)
+        self.replies.clear()  # a late reply to an earlier request must not be taken for this one
+        self.send(self.session.prepare(frame))
+        if meanwhile is not None:
+            meanwhile()
+        if not expect_reply:
+            return Exchange("timeout", None, 0.0)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bytes | None] = loop.create_future()
+        self.waiter = waiter
+        handle = loop.call_later(timeout, _expire, waiter)
+        try:
+            reply = await waiter
+        finally:
+            handle.cancel()
+            self.waiter = None
+        latency = time.perf_counter() - start
+        if reply is not None:
+            if meanwhile is not None:
+                # The reply may have waited while `meanwhile` ran: time it from the data's arrival.
+                latency = min(latency, self.arrived - start) if self.arrived >= start else latency
+            return Exchange("reply", reply, latency)
+        leftover = self.session.leftover()
+        if self.lost is not None:
+            return Exchange(self.lost, None, latency, leftover)
+        return Exchange("timeout", None, latency, leftover)
+
+
+class _Wire(Wire, asyncio.Protocol):
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        self.received(data)
+
+    def eof_received(self) -> bool:
+        self.lose("closed")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lose("reset" if isinstance(exc, (ConnectionResetError, BrokenPipeError)) else "closed")
+
 
 class Connection:
     """One TCP connection to the target, carrying one protocol session."""
+
+    # A byte stream can fall out of step (a late reply, a frame cut short): the engine opens a
+    # new connection after silence, a malformed reply or a stray frame (see otfuzz.transport).
+    reuse = "stream"  # REUSE_STREAM
 
     def __init__(self, wire: _Wire, transport: asyncio.Transport) -> None:
         self._wire = wire
@@ -107,40 +170,9 @@ class Connection:
 
     async def exchange(self, frame: bytes, timeout: float, expect_reply: bool = True,
                        meanwhile: Callable[[], object] | None = None) -> Exchange:
-        """Send one frame and wait for one complete reply, the timeout, or the end of the connection.
-
-        `meanwhile` runs after the frame is written and before waiting: work done there (such
-        as generating the next case) overlaps the target's processing instead of adding to it.
-        """
-        wire = self._wire
-        start = time.perf_counter()
-        if wire.lost is not None:
-            return Exchange(wire.lost, None, 0.0)
-        wire.replies.clear()  # a late reply to an earlier request must not be taken for this one
-        self._transport.write(wire.session.prepare(frame))
-        if meanwhile is not None:
-            meanwhile()
-        if not expect_reply:
-            return Exchange("timeout", None, 0.0)
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bytes | None] = loop.create_future()
-        wire.waiter = waiter
-        handle = loop.call_later(timeout, _expire, waiter)
-        try:
-            reply = await waiter
-        finally:
-            handle.cancel()
-            wire.waiter = None
-        latency = time.perf_counter() - start
-        if reply is not None:
-            if meanwhile is not None:
-                # The reply may have waited while `meanwhile` ran: time it from the data's arrival.
-                latency = min(latency, wire.arrived - start) if wire.arrived >= start else latency
-            return Exchange("reply", reply, latency)
-        leftover = wire.session.leftover()
-        if wire.lost is not None:
-            return Exchange(wire.lost, None, latency, leftover)
-        return Exchange("timeout", None, latency, leftover)
+        """Send one frame and wait for one complete reply, the timeout, or the end of the connection
+        (`meanwhile`: see Wire.exchange)."""
+        return await self._wire.exchange(frame, timeout, expect_reply, meanwhile)
 
     def late_reply(self) -> tuple[bytes, float] | None:
         """A reply that arrived after its exchange gave up waiting, with its arrival time
