@@ -573,6 +573,8 @@ def item_text(values: Mapping[str, Any]) -> str:
     short = AREA_SHORT.get(area, f"area 0x{area:02x}")
     if area in COUNTER_TIMER:
         where = f"{short}{address}"
+    elif area not in AREA_SHORT:
+        where = f"{short} byte {address >> 3}{f'.{address & 7}' if size == BIT else ''}"
     else:
         where = f"{short}{values['db_number']}." if area in DB_AREAS else short
         where += f"{'DB' if area in DB_AREAS else ''}{'X' if size == BIT else 'B'}{address >> 3}"
@@ -922,8 +924,9 @@ class S7Comm(Protocol):
         return list(self._identify)
 
     def stress_flood(self) -> tuple[bytes, str] | None:
-        """Read SZL 0x0000 (the list of SZL IDs): the cheapest request every CPU answers."""
-        return SZL_MESSAGE.encode(szl_id=SZL_LIST), "read SZL 0x0000 (list of SZL IDs)"
+        """Read SZL 0x0011 (module identification): a small answer every CPU gives, from its
+        system status list rather than the user program's memory."""
+        return self._identify[0], "read SZL 0x0011 (module identification)"
 
     def needs_opening(self, frame: bytes) -> bool:
         """A frame with a COTP CR in it makes its own connection (module docstring)."""
@@ -1590,7 +1593,7 @@ def _classify_cotp(asked: Request | None, packet: bytes, count: int) -> ReplyVer
     if count > 1:
         return ReplyVerdict(ReplyKind.MALFORMED, f"{count} TPKT packets in one reply starting with COTP {name}")
     if kind == COTP_DR:
-        reason = packet[11] if len(packet) > 11 else None
+        reason = packet[TPKT_HEADER + 6] if len(packet) > TPKT_HEADER + 6 else None
         text = f"COTP DR reason 0x{reason:02x} {DR_REASONS.get(reason, 'undefined')}" if reason is not None else "COTP DR"
         return ReplyVerdict(ReplyKind.EXCEPTION, text)
     if kind == COTP_ER:
@@ -1793,8 +1796,8 @@ def _repair_packet(packet: bytearray) -> bytes:
 def _payload_readings(packets: Sequence[bytes], rest: bytes) -> Iterable[bytes]:
     """Every S7 payload a lenient peer might read out of the packets (and of the unframed rest)."""
     for packet in [*packets, rest] if rest else packets:
-        if len(packet) < TPKT_HEADER + 3:
-            continue
+        if len(packet) < TPKT_HEADER + 3 or cotp_type(packet) in (COTP_CR, COTP_CC, COTP_DR, COTP_DC, COTP_ER):
+            continue  # connection management TPDUs carry no S7 PDU
         yield packet[TPKT_HEADER + 3 :]
         if packet[4] != 2:
             yield dt_payload(packet)
