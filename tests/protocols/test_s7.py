@@ -22,7 +22,7 @@ from otfuzz.protocols import protocol_class
 from otfuzz.protocols.base import ReplyKind, Template
 from otfuzz.protocols.model import Bytes, Length
 from otfuzz.protocols.s7 import (
-    DT_PACKET, S7Comm, S7Session, dt_payload, item_bytes, parse_s7, split_packets, units,
+    DT_PACKET, S7Comm, dt_payload, item_bytes, parse_s7, split_packets, units,
 )
 
 PROTOCOL = S7Comm()

@@ -159,7 +159,7 @@ GROUP_CPU, READ_SZL = 0x4, 0x01
 CPU_SUBFUNCTIONS = frozenset({0x01, 0x02, 0x03, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E, 0x11, 0x12, 0x13, 0x16})
 # Userdata services that only read (group, subfunction): block lists and info, SZL, clock.
 UD_READS = frozenset({(0x3, 0x01), (0x3, 0x02), (0x3, 0x03), (GROUP_CPU, READ_SZL), (0x7, 0x01)})
-SZL_MODULE_IDENTIFICATION, SZL_COMPONENT_IDENTIFICATION, SZL_LIST = 0x0011, 0x001C, 0x0000
+SZL_MODULE_IDENTIFICATION, SZL_COMPONENT_IDENTIFICATION = 0x0011, 0x001C
 SZL_IDS: Mapping[int, str] = MappingProxyType(
     {0x0000: "list of SZL IDs", 0x0011: "module identification", 0x001C: "component identification",
      0x0111: "one module identification record", 0x0131: "communication capabilities", 0x0132: "communication status",
@@ -877,6 +877,7 @@ class S7Comm(Protocol):
         setup = {"pdu_length": pdu}
         read_item = {"transport_size": 0x02, "count": 4, "db_number": db, "area": 0x84, "address": 0}
         more = item_bytes(0x02, 0, 0x83, 0) + item_bytes(BIT, db, 0x84, 5, bit=1) + item_bytes(0x1C, 0, 0x1C, 0)
+        # codes: the COTP TPDU code, the S7 job function, or for userdata (function group << 8 | subfunction)
         kinds = (
             _Kind("cotp_connection_request", COTP_CR_MESSAGE, cr, COTP_CR),
             _Kind("setup_communication", SETUP_WITH_CR, {**{"cr_" + k: v for k, v in cr.items()}, **setup}, SETUP_COMMUNICATION),
@@ -1202,9 +1203,7 @@ class S7Comm(Protocol):
 
     def _check_unit(self, unit: Unit, state: _State) -> list[str]:
         problems: list[str] = []
-        for packet in unit.packets:
-            if packet[1]:
-                pass  # the reserved octet is a fault to send; nothing requires refusing it
+        for packet in unit.packets:  # (the TPKT reserved octet is a fault to send; nothing requires refusing it)
             if TPKT_HEADER + 1 + packet[4] > len(packet):
                 problems.append(f"cotp_length={packet[4]} runs past the TPKT packet ({len(packet) - TPKT_HEADER - 1} octets)")
         kind = unit.kind
@@ -1485,14 +1484,19 @@ def _check_dr(packet: bytes) -> list[str]:
     return []
 
 
-def _check_setup(pdu: S7Pdu) -> tuple[list[str], int | None]:
-    problems: list[str] = []
-    if pdu.data:
-        problems.append(f"data_length={len(pdu.data)}: Setup Communication carries no data")
+def _parameters_only(pdu: S7Pdu, layout: MessageType, title: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """The parameter part of a job that carries no data, decoded by its declaration."""
+    problems = [f"data_length={len(pdu.data)}: {title} carries no data"] if pdu.data else []
     try:
-        values = SETUP_PARAMS.decode(pdu.params)
+        return layout.decode(pdu.params), problems
     except DecodeError as exc:
-        return problems + [str(exc)], None
+        return None, problems + [f"{layout.name}: {exc}"]
+
+
+def _check_setup(pdu: S7Pdu) -> tuple[list[str], int | None]:
+    values, problems = _parameters_only(pdu, SETUP_PARAMS, "Setup Communication")
+    if values is None:
+        return problems, None
     return problems + SETUP_PARAMS.violations(values), values["pdu_length"]
 
 
@@ -1543,13 +1547,9 @@ def _check_var(pdu: S7Pdu, pdu_size: int, *, write: bool) -> list[str]:
 
 def _check_pi(pdu: S7Pdu) -> list[str]:
     layout = PI_PARAMS if pdu.function == PI_SERVICE else STOP_PARAMS
-    problems: list[str] = []
-    if pdu.data:
-        problems.append(f"data_length={len(pdu.data)}: {FUNCTIONS[pdu.function or 0]} carries no data")
-    try:
-        values = layout.decode(pdu.params)
-    except DecodeError as exc:
-        return problems + [f"{layout.name}: {exc}"]
+    values, problems = _parameters_only(pdu, layout, FUNCTIONS[pdu.function or 0])
+    if values is None:
+        return problems
     service = values["pi_service"]
     if service not in PI_SERVICES:
         problems.append(f"pi_service of {len(service)} octets is not a defined PI service name")
