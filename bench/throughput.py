@@ -43,16 +43,21 @@ class _Client(asyncio.Protocol):
             self.waiter.set_result(data)
 
 
-async def bare_loop(port: int, seconds: float) -> float:
-    """The simplest honest request/response loop: write, await the reply, repeat."""
+async def bare_loop(port: int, seconds: float, valid: bytes = VALID, opening: tuple[bytes, ...] = ()) -> float:
+    """The simplest honest request/response loop: write, await the reply, repeat (after the
+    protocol's opening frames, each answered once)."""
     loop = asyncio.get_running_loop()
     transport, client = await loop.create_connection(_Client, "127.0.0.1", port)
     transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for frame in opening:
+        client.waiter = loop.create_future()
+        transport.write(frame)
+        await asyncio.wait_for(client.waiter, 5)
     count, end = 0, time.perf_counter() + seconds
     start = time.perf_counter()
     while time.perf_counter() < end:
         client.waiter = loop.create_future()
-        transport.write(VALID)
+        transport.write(valid)
         await client.waiter
         count += 1
     transport.close()
@@ -180,12 +185,39 @@ def memory_run(url: str, cases: int) -> dict:
             "rss_mib_max": round(max(after_warmup), 1)}
 
 
+def s7_row(seconds: float) -> dict[str, object]:
+    """S7comm against python-snap7's server: a bare Read Var loop (after CR and Setup
+    Communication) beside an otfuzz campaign at defaults."""
+    from targets.s7_server import start
+
+    from otfuzz.protocols.s7 import S7Comm
+
+    protocol = S7Comm()
+    proc, port = start()
+    try:
+        bare = asyncio.run(bare_loop(port, seconds, protocol.probe().frame, tuple(protocol.session().opening())))
+        rate, info = campaign(f"s7://127.0.0.1:{port}", seconds, [])
+        # boundary cases keep TPKT/COTP framing valid, so the connection is mostly reused
+        boundary, boundary_info = campaign(f"s7://127.0.0.1:{port}", seconds, ["--groups", "boundary"])
+    finally:
+        stop_server(proc)
+    return {"bare_loop_vs_snap7_per_s": round(bare, 1), "otfuzz_vs_snap7_per_s": round(rate, 1),
+            "ratio_to_bare_loop": round(rate / bare, 3), "otfuzz_vs_snap7": info,
+            "otfuzz_boundary_only_vs_snap7_per_s": round(boundary, 1), "otfuzz_boundary_only_vs_snap7": boundary_info}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--memory-cases", type=int, default=0, help="also run a campaign of this many cases and report peak RSS")
+    parser.add_argument("--only", choices=["modbus", "s7"], help="run only this protocol's rows")
     args = parser.parse_args()
     results: dict[str, object] = {}
+    if args.only != "modbus":
+        results["s7"] = s7_row(args.seconds)
+    if args.only == "s7":
+        print(json.dumps(results, indent=2))
+        return
 
     port = free_port()
     responder = start_server([sys.executable, str(HERE / "responder.py"), "--port", str(port)], port)

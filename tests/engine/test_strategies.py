@@ -78,3 +78,24 @@ def test_sequence_prefixes_never_hold_a_request_that_sets_up_its_own_connection(
     for index in range(200):
         made = strategy.make(index, random.Random(index))
         assert not fresh & set(made.frames[:-1])
+
+
+def test_a_sequence_prefix_never_holds_a_request_that_makes_its_own_connection() -> None:
+    """S7's COTP CR templates carry their own handshake: after the opening they are only refused,
+    and a state fault meant for a fresh connection means something else after a prefix."""
+    from otfuzz.engine.strategies import SequenceStrategy
+    from otfuzz.protocols.s7 import S7Comm
+
+    protocol = S7Comm()
+    templates = protocol.templates()
+    inner = [Boundary(protocol, templates), Structural(protocol, templates), Mutation(protocol, templates)]
+    strategy = SequenceStrategy(protocol, templates, inner)
+    alone = 0
+    for index in range(600):
+        made = strategy.make(index, random.Random(index))
+        if len(made.frames) == 1:
+            alone += 1
+            assert not protocol.needs_opening(made.frames[0]) and made.description.startswith("alone")
+        else:
+            assert all(protocol.needs_opening(f) for f in made.frames), made.description
+    assert 0 < alone < 600

@@ -142,7 +142,8 @@ class PolicyTest:
 
         timeout = self.config.timeout
         try:
-            conn = await open_connection(self.protocol, host, port, timeout)
+            # a frame that makes its own connection (a handshake of its own) goes out without the opening
+            conn = await open_connection(self.protocol, host, port, timeout, opening=self.protocol.needs_opening(frame))
         except (ConnectionRefusedError, ConnectionResetError):
             return ReplyKind.RESET.value, None, None, "connection refused"
         except (TimeoutError, asyncio.TimeoutError):

@@ -167,14 +167,17 @@ class SequenceStrategy(Strategy):
     def __init__(self, protocol: Protocol, templates: Sequence[Template], faulty: Sequence[Strategy]) -> None:
         super().__init__(protocol, templates)
         self.faulty = list(faulty)
-        # A request that sets up its own connection (needs_opening False) is valid only as the
-        # first frame of a fresh connection, never in the middle of a prefix.
-        self.prefixes = [frame for frame in self.valid if protocol.needs_opening(frame)] or self.valid
+        # The prefix runs on a connection after the opening handshake: a request that makes its own
+        # connection (needs_opening False) would only be refused there, so it is never part of one.
+        self.prefixes = [v for v in self.valid if protocol.needs_opening(v)]
 
     def make(self, index: int, rng: random.Random) -> Made:
-        prefix = tuple(rng.choice(self.prefixes) for _ in range(rng.randint(1, 4)))
+        prefix = tuple(rng.choice(self.prefixes) for _ in range(rng.randint(1, 4))) if self.prefixes else ()
         inner = self.faulty[index % len(self.faulty)]
         made = inner.make(rng.randrange(1 << 30), rng)
+        if not prefix or not self.protocol.needs_opening(made.frames[0]):
+            # a fault about the state before the handshake goes out alone, on a fresh connection
+            return Made(made.frames, made.template, f"alone (a fresh connection): {made.description}", made.fault)
         return Made(prefix + made.frames, made.template, f"{len(prefix)} valid request{'s' if len(prefix) > 1 else ''}, then {made.description}",
                     made.fault)
 

@@ -17,6 +17,7 @@ _REGISTRY: dict[str, str] = {
     "iec104": "otfuzz.protocols.iec104:IEC104",
     "opcua": "otfuzz.protocols.opcua:OPCUA",
     "bacnet": "otfuzz.protocols.bacnet:BACnetIP",
+    "s7": "otfuzz.protocols.s7:S7Comm",
 }
 
 
