@@ -168,7 +168,7 @@ class PolicyTest:
             kind, reply, _, _ = await self._exchange(self.observe[0], self.observe[1], frame)
             if kind != ReplyKind.NORMAL.value or reply is None:
                 return None
-            out.append(reply)
+            out.append(self.protocol.observed_state(reply))
         return tuple(out)
 
     async def _probe_inside(self, samples: int) -> list[float]:

@@ -134,14 +134,14 @@ class CaseRunner:
                     problems = tuple(protocol.check_request(frame))
                     if problems:
                         kind, detail = ReplyKind.SPEC_VIOLATION, "answered normally: " + "; ".join(problems)
-                if kind is ReplyKind.MALFORMED:
+                if kind is ReplyKind.MALFORMED or not protocol.keeps_connection(frame, exchange.reply):
                     self.drop()
                 else:
                     framed = protocol.frame_length(frame)
                     if framed is not None and framed != len(frame):
                         self.drop()  # more (or fewer) bytes than one frame: the stream is out of step
-                if index < last and kind in (ReplyKind.NORMAL, ReplyKind.EXCEPTION):
-                    continue
+                if index < last and kind in (ReplyKind.NORMAL, ReplyKind.EXCEPTION) and self.conn is conn:
+                    continue  # (a dropped connection ends the case: the rest would go nowhere)
                 return CaseOutcome(kind, detail, exchange.reply, exchange.latency, index, problems)
             if exchange.outcome == "timeout" and not protocol.expects_reply(frame):
                 if index < last:

@@ -256,6 +256,18 @@ class Protocol(ABC):
         """False for requests the specification says are never answered (broadcasts)."""
         return True
 
+    def observed_state(self, reply: bytes) -> bytes:
+        """The part of a reply that shows the target's data, without what differs from one
+        connection to the next (session handles, sender contexts): the policy test compares it
+        before and after a write to see whether the write changed the target."""
+        return reply
+
+    def keeps_connection(self, request: bytes, reply: bytes) -> bool:
+        """False when the target may close the connection after sending `reply` (an EtherNet/IP
+        target may end the session after an encapsulation error): the engine then starts the
+        next case on a new connection instead of blaming it for the close."""
+        return True
+
     def silence_violation(self, frame: bytes) -> str | None:
         """Why leaving `frame` unanswered breaks the specification (a BACnet confirmed request
         must get a Reject or Abort), or None when silence is allowed. The engine then records
