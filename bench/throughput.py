@@ -1,5 +1,6 @@
-"""Campaign throughput on loopback: otfuzz against pymodbus and against a minimal responder,
-beside a bare asyncio request/response loop against the same responder.
+"""Campaign throughput on loopback: otfuzz against pymodbus, against a minimal responder and
+against cpppo (EtherNet/IP), each beside a bare asyncio request/response loop against the same
+server.
 
 Prints figures; asserts nothing (benchmarks are not tests). Every loop is bounded in time.
 
@@ -56,6 +57,45 @@ async def bare_loop(port: int, seconds: float) -> float:
         count += 1
     transport.close()
     return count / (time.perf_counter() - start)
+
+
+async def enip_bare_loop(port: int, seconds: float) -> float:
+    """The same loop for EtherNet/IP: RegisterSession once, then the health probe's
+    Get_Attribute_Single with the learned session handle, one at a time."""
+    from otfuzz.protocols.enip import EtherNetIP
+
+    protocol = EtherNetIP()
+    register = next(t for t in protocol.templates() if t.name == "register_session").encode()
+    loop = asyncio.get_running_loop()
+    transport, client = await loop.create_connection(_Client, "127.0.0.1", port)
+    transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.waiter = loop.create_future()
+    transport.write(register)
+    reply = await client.waiter
+    request = bytearray(protocol.probe().frame)
+    request[4:8] = reply[4:8]
+    count, end = 0, time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < end:
+        client.waiter = loop.create_future()
+        transport.write(request)
+        await client.waiter
+        count += 1
+    transport.close()
+    return count / (time.perf_counter() - start)
+
+
+def enip_rows(seconds: float, results: dict[str, object]) -> None:
+    """otfuzz at defaults against cpppo 5.2.5 beside the bare loop against the same server."""
+    port = free_port()
+    server = start_server([sys.executable, str(ROOT / "tests" / "targets" / "enip_server.py"), "--port", str(port)], port)
+    try:
+        results["bare_loop_vs_cpppo_enip_per_s"] = round(asyncio.run(enip_bare_loop(port, seconds)), 1)
+        rate, info = campaign(f"enip://127.0.0.1:{port}", seconds, [])
+        results["otfuzz_vs_cpppo_enip_per_s"] = round(rate, 1)
+        results["otfuzz_vs_cpppo_enip"] = info
+    finally:
+        stop_server(server)
 
 
 def campaign(url: str, seconds: float, extra: list[str]) -> tuple[float, dict]:
@@ -135,6 +175,7 @@ def main() -> None:
             results[f"otfuzz_vs_pymodbus_{label}"] = info
     finally:
         stop_server(pymodbus)
+    enip_rows(args.seconds, results)
     print(json.dumps(results, indent=2))
 
 

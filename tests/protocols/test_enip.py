@@ -224,8 +224,9 @@ def test_is_write_is_conservative_about_mutated_services() -> None:
 def test_needs_opening_and_expects_reply_follow_the_packets() -> None:
     assert not PROTOCOL.needs_opening(template("read_tag").encode(sender_context=PRE_SESSION))
     assert PROTOCOL.needs_opening(template("read_tag").encode())
-    assert not PROTOCOL.expects_reply(header(0))  # NOP
+    assert PROTOCOL.expects_reply(header(0))  # NOP: never answered, but the target may close after it
     assert PROTOCOL.expects_reply(template("unregister_session").encode())  # answered by closing
+    assert PROTOCOL.classify(header(0), header(0)).kind is ReplyKind.MALFORMED
     assert PROTOCOL.frame_length(template("read_tag").encode()) == len(template("read_tag").encode())
 
 
@@ -500,6 +501,14 @@ def test_cpppo_bug_read_tag_fragmented_to_the_message_router_is_taken_for_unconn
     reply = client.exchange(template("read_tag_fragmented").encode())
     assert reply is not None and reply[8:12] == b"\x08\x00\x00\x00"
     assert client.receive(1.0) is None and client.closed
+
+
+@pytest.mark.integration
+def test_cpppo_bug_a_nop_ends_the_session(cpppo_server: int, connect) -> None:
+    """NOP is never answered and changes nothing; cpppo closes the connection after it, also
+    after an empty one. (Hence expects_reply waits for NOP too.)"""
+    client = connect(cpppo_server, PROTOCOL.session())
+    assert client.exchange(header(0)) is None and client.closed
 
 
 @pytest.mark.integration

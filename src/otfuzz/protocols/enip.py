@@ -1235,9 +1235,10 @@ class EtherNetIP(Protocol):
         return not (len(frame) >= HEADER_SIZE and frame[12:20] == PRE_SESSION)
 
     def expects_reply(self, frame: bytes) -> bool:
-        """NOP is never answered; everything else is (UnRegisterSession by closing)."""
-        packets, rest = split_packets(frame)
-        return bool(rest) or answered_packet(frame) is not None
+        """Always wait, also for NOP (never answered) and UnRegisterSession (answered by a close):
+        a target may close the connection after either (cpppo closes it after every NOP), and
+        a case sent on right after would be blamed for that close."""
+        return True
 
     def frame_length(self, frame: bytes) -> int | None:
         if len(frame) < 4:
@@ -1613,7 +1614,7 @@ class EtherNetIP(Protocol):
             # (item types that mirror a wrong request's are the request's fault, not the reply's)
             return ReplyVerdict(ReplyKind.MALFORMED, f"{packet.name} reply items {list(types)}, not {list(want)}")
         payload = items.items[1][1]
-        if connected:
+        if types[1] == CONNECTED_DATA:  # (also when it mirrors a connected item in a SendRRData)
             if len(items.items[0][1]) != 4 or len(payload) < 2:
                 return ReplyVerdict(ReplyKind.MALFORMED, "connected reply without a connection id and sequence count")
             payload = payload[2:]
