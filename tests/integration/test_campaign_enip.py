@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import shlex
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from otfuzz.protocols.enip import EtherNetIP
 from otfuzz.report.json_report import validate_results
 from otfuzz.report.results import load_results
 from targets.enip_server import TAGS
-from targets.servers import TARGETS, free_port, script, start_server, stop_server
+from targets.servers import TARGETS, free_port
 
 pytestmark = pytest.mark.integration
 PROTOCOL = EtherNetIP()
@@ -27,16 +26,6 @@ PROTOCOL = EtherNetIP()
 
 def server_argv(port: int) -> list[str]:
     return [sys.executable, str(TARGETS / "enip_server.py"), "--port", str(port)]
-
-
-@pytest.fixture
-def cpppo_server() -> Iterator[int]:
-    port = free_port()
-    proc = start_server([*script("enip_server.py"), "--port", str(port)], port)
-    try:
-        yield port
-    finally:
-        stop_server(proc)
 
 
 def read_back(port: int) -> dict[str, bytes]:
@@ -88,31 +77,31 @@ def test_campaign_against_cpppo_records_only_confirmed_reply_level_findings(tmp_
     assert len(unconfirmed) <= max(1, len(doc["anomalies"]) // 10), [(a["class"], a["reply_detail"]) for a in unconfirmed]
 
 
-def test_read_only_campaign_leaves_every_tag_unchanged(tmp_path: Path, cpppo_server: int) -> None:
-    assert read_back(cpppo_server) == expected_values()
-    status = main(["run", f"enip://127.0.0.1:{cpppo_server}", "--cases", "250", "--seed", "5", "--read-only",
+def test_read_only_campaign_leaves_every_tag_unchanged(tmp_path: Path, enip_server: int) -> None:
+    assert read_back(enip_server) == expected_values()
+    status = main(["run", f"enip://127.0.0.1:{enip_server}", "--cases", "250", "--seed", "5", "--read-only",
                    "--out", str(tmp_path / "run"), "--quiet", "--no-confirm"])
     assert status == 0
     doc = load_results(tmp_path / "run")
     assert doc["totals"]["cases"] == 250 and doc["totals"]["replies"].get("normal", 0) > 10
-    assert read_back(cpppo_server) == expected_values()
+    assert read_back(enip_server) == expected_values()
 
 
-def test_policy_test_straight_at_cpppo_sees_the_writes_come_through_and_change_the_tag(tmp_path: Path, cpppo_server: int) -> None:
+def test_policy_test_straight_at_cpppo_sees_the_writes_come_through_and_change_the_tag(tmp_path: Path, enip_server: int) -> None:
     """No conduit in front of the server: the read-only policy is violated by both writes, and the
     observation reads (through a new session each time) see the markers land in SCADA[0]."""
-    config = PolicyTestConfig(f"enip://127.0.0.1:{cpppo_server}", ["read"], observe=f"127.0.0.1:{cpppo_server}", timeout=1.0)
+    config = PolicyTestConfig(f"enip://127.0.0.1:{enip_server}", ["read"], observe=f"127.0.0.1:{enip_server}", timeout=1.0)
     section = asyncio.run(asyncio.wait_for(run_policy_test(config, tmp_path / "run"), timeout=60))
     ops = {op["name"]: op for op in section["operations"]}
     for name in ("write_tag", "unconnected_send_write_tag"):
         assert ops[name]["outcome"] == "violation" and ops[name]["changed"] is True, ops[name]
     assert ops["read_tag"]["outcome"] == "passed" and ops["get_attribute_all_identity"]["outcome"] == "passed"
     assert section["summary"]["violations"] == 2
-    assert read_back(cpppo_server)["SCADA"][:2] == bytes.fromhex("a5a5")  # the last marker
+    assert read_back(enip_server)["SCADA"][:2] == bytes.fromhex("a5a5")  # the last marker
 
 
-def test_stress_smoke_runs_against_cpppo(tmp_path: Path, cpppo_server: int, capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(["stress", f"enip://127.0.0.1:{cpppo_server}", "--profile", "smoke", "--out", str(tmp_path / "run"), "--quiet"])
+def test_stress_smoke_runs_against_cpppo(tmp_path: Path, enip_server: int, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["stress", f"enip://127.0.0.1:{enip_server}", "--profile", "smoke", "--out", str(tmp_path / "run"), "--quiet"])
     assert status == 0
     doc = load_results(tmp_path / "run")
     flood = [p for p in doc["stress"]["patterns"] if p["group"] == "protocol-flood"][0]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import struct
-from collections.abc import Iterator
 
 import cpppo
 import pytest
@@ -14,7 +13,6 @@ from cpppo.server import enip as cpppo_enip
 from cpppo.server.enip import device, logix
 from hypothesis import given, settings
 from targets.enip_server import TAGS
-from targets.servers import free_port, script, start_server, stop_server
 
 from module_robustness import exercise, near
 from otfuzz.errors import OtfuzzError
@@ -362,17 +360,6 @@ def test_a_target_that_echoes_a_bad_request_is_judged_by_the_request_not_called_
 # -- against cpppo 5.2.5 ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cpppo_server() -> Iterator[int]:
-    """tests/targets/enip_server.py on a free port; yields the port."""
-    port = free_port()
-    proc = start_server([*script("enip_server.py"), "--port", str(port)], port)
-    try:
-        yield port
-    finally:
-        stop_server(proc)
-
-
 def values_of(reply: bytes) -> list[int]:
     """INT values of a Read Tag reply (SendRRData, unconnected)."""
     data = reply[44 + 2 :]
@@ -380,8 +367,8 @@ def values_of(reply: bytes) -> list[int]:
 
 
 @pytest.mark.integration
-def test_the_session_keeps_its_state_across_many_requests_to_cpppo(cpppo_server: int, connect) -> None:
-    client = connect(cpppo_server, PROTOCOL.session())
+def test_the_session_keeps_its_state_across_many_requests_to_cpppo(enip_server: int, connect) -> None:
+    client = connect(enip_server, PROTOCOL.session())
     session = client.session
     handle = session.session_handle
     assert handle
@@ -396,10 +383,10 @@ def test_the_session_keeps_its_state_across_many_requests_to_cpppo(cpppo_server:
 
 
 @pytest.mark.integration
-def test_every_template_is_answered_normally_or_with_a_named_error_by_cpppo(cpppo_server: int, connect) -> None:
+def test_every_template_is_answered_normally_or_with_a_named_error_by_cpppo(enip_server: int, connect) -> None:
     verdicts = {}
     for tpl in PROTOCOL.templates():
-        client = connect(cpppo_server, PROTOCOL.session())
+        client = connect(enip_server, PROTOCOL.session())
         request = tpl.encode(data=SCADA[0].to_bytes(2, "little")) if tpl.name == "write_tag" else tpl.encode()
         reply = client.exchange(request)
         verdicts[tpl.name] = (PROTOCOL.classify(request, reply) if reply is not None else None, client.closed)
@@ -415,8 +402,8 @@ def test_every_template_is_answered_normally_or_with_a_named_error_by_cpppo(cppp
 
 
 @pytest.mark.integration
-def test_tag_reads_return_the_server_values(cpppo_server: int, connect) -> None:
-    client = connect(cpppo_server, PROTOCOL.session())
+def test_tag_reads_return_the_server_values(enip_server: int, connect) -> None:
+    client = connect(enip_server, PROTOCOL.session())
     assert values_of(client.exchange(template("read_tag_element").encode(elements=2))) == SCADA[1:3]
     fragment = client.exchange(template("unconnected_send_read_tag_fragmented").encode(embedded_elements=10, embedded_byte_offset=6))
     assert values_of(fragment) == SCADA[3:10]
@@ -428,8 +415,8 @@ def test_tag_reads_return_the_server_values(cpppo_server: int, connect) -> None:
 
 
 @pytest.mark.integration
-def test_identity_sync_request_and_probe_against_cpppo(cpppo_server: int, connect) -> None:
-    client = connect(cpppo_server, PROTOCOL.session())
+def test_identity_sync_request_and_probe_against_cpppo(enip_server: int, connect) -> None:
+    client = connect(enip_server, PROTOCOL.session())
     (identify,) = PROTOCOL.identify()
     identity = PROTOCOL.parse_identity(client.exchange(identify))
     assert identity["vendor"].startswith("1 ") and identity["product"] == "1756-L61/B LOGIX5561" and identity["revision"] == "20.11"
@@ -440,10 +427,10 @@ def test_identity_sync_request_and_probe_against_cpppo(cpppo_server: int, connec
 
 
 @pytest.mark.integration
-def test_cpppo_closes_the_session_on_unregister_and_an_error_ends_it(cpppo_server: int, connect) -> None:
-    client = connect(cpppo_server, PROTOCOL.session())
+def test_cpppo_closes_the_session_on_unregister_and_an_error_ends_it(enip_server: int, connect) -> None:
+    client = connect(enip_server, PROTOCOL.session())
     assert client.exchange(template("unregister_session").encode() + template("read_tag").encode()) is None and client.closed
-    client = connect(cpppo_server, PROTOCOL.session())
+    client = connect(enip_server, PROTOCOL.session())
     reply = client.exchange(template("read_tag").encode(symbol=b"NOTAG"))
     # an unknown tag: cpppo answers with encapsulation status 0x0008 and closes the connection,
     # so the engine must not reuse it (keeps_connection)
@@ -457,22 +444,22 @@ def test_cpppo_closes_the_session_on_unregister_and_an_error_ends_it(cpppo_serve
 # replies (reply-level), never as target-level anomalies.
 
 @pytest.mark.integration
-def test_cpppo_bug_wrong_session_state_is_not_rejected(cpppo_server: int, connect) -> None:
+def test_cpppo_bug_wrong_session_state_is_not_rejected(enip_server: int, connect) -> None:
     """A conforming target answers SendRRData with an unregistered handle (also before any
     RegisterSession) with encapsulation status 0x0064; cpppo serves it. The module flags each."""
     for request, opening in ((template("read_tag").encode(session_handle=NEVER_REGISTERED), True),
                              (template("read_tag").encode(sender_context=PRE_SESSION), False)):
         assert PROTOCOL.check_request(request) and PROTOCOL.needs_opening(request) == opening
-        client = connect(cpppo_server, PROTOCOL.session(), opening=opening)
+        client = connect(enip_server, PROTOCOL.session(), opening=opening)
         reply = client.exchange(request)
         assert PROTOCOL.classify(request, reply).kind is ReplyKind.NORMAL and values_of(reply) == SCADA[:1]
 
 
 @pytest.mark.integration
-def test_cpppo_bug_connected_requests_on_a_connection_never_opened_are_served(cpppo_server: int, connect) -> None:
+def test_cpppo_bug_connected_requests_on_a_connection_never_opened_are_served(enip_server: int, connect) -> None:
     """SendUnitData with a connection id no Forward Open created is served as if unconnected;
     and cpppo answers connected requests with the O->T connection id, not the T->O one."""
-    client = connect(cpppo_server, PROTOCOL.session())
+    client = connect(enip_server, PROTOCOL.session())
     request = template("connected_read_tag").encode(connection_id=NEVER_OPENED)
     assert PROTOCOL.check_request(request)
     assert PROTOCOL.classify(request, client.exchange(request)).kind is ReplyKind.NORMAL
@@ -483,9 +470,9 @@ def test_cpppo_bug_connected_requests_on_a_connection_never_opened_are_served(cp
 
 
 @pytest.mark.integration
-def test_cpppo_bug_list_services_name_is_15_octets(cpppo_server: int, connect) -> None:
+def test_cpppo_bug_list_services_name_is_15_octets(enip_server: int, connect) -> None:
     """The ListServices item's name of service is 16 octets; cpppo sends "Communications\\0" (15)."""
-    client = connect(cpppo_server, PROTOCOL.session())
+    client = connect(enip_server, PROTOCOL.session())
     reply = client.exchange(template("list_services").encode())
     assert int.from_bytes(reply[26:28], "little") == 0x100 and int.from_bytes(reply[28:30], "little") == 19
     verdict = PROTOCOL.classify(template("list_services").encode(), reply)
@@ -493,42 +480,42 @@ def test_cpppo_bug_list_services_name_is_15_octets(cpppo_server: int, connect) -
 
 
 @pytest.mark.integration
-def test_cpppo_bug_read_tag_fragmented_to_the_message_router_is_taken_for_unconnected_send(cpppo_server: int, connect) -> None:
+def test_cpppo_bug_read_tag_fragmented_to_the_message_router_is_taken_for_unconnected_send(enip_server: int, connect) -> None:
     """Service 0x52 is Read Tag Fragmented for a tag and Unconnected Send only for the Connection
     Manager; cpppo parses every 0x52 as Unconnected Send and ends the session with status 0x0008."""
     assert cpppo_parse(template("read_tag_fragmented").encode()).enip.CIP.send_data.CPF.item[1].unconnected_send.service == 0x52
-    client = connect(cpppo_server, PROTOCOL.session())
+    client = connect(enip_server, PROTOCOL.session())
     reply = client.exchange(template("read_tag_fragmented").encode())
     assert reply is not None and reply[8:12] == b"\x08\x00\x00\x00"
     assert client.receive(1.0) is None and client.closed
 
 
 @pytest.mark.integration
-def test_cpppo_bug_a_nop_ends_the_session(cpppo_server: int, connect) -> None:
+def test_cpppo_bug_a_nop_ends_the_session(enip_server: int, connect) -> None:
     """NOP is never answered and changes nothing; cpppo closes the connection after it, also
     after an empty one. (Hence expects_reply waits for NOP too.)"""
-    client = connect(cpppo_server, PROTOCOL.session())
+    client = connect(enip_server, PROTOCOL.session())
     assert client.exchange(header(0)) is None and client.closed
 
 
 @pytest.mark.integration
-def test_cpppo_bug_invalid_requests_are_answered_normally(cpppo_server: int, connect) -> None:
+def test_cpppo_bug_invalid_requests_are_answered_normally(enip_server: int, connect) -> None:
     """Requests the specification says to refuse, served by cpppo: non-zero options, an
     unsupported RegisterSession protocol version, a Write Tag whose data is short."""
     cases = [template("read_tag").encode(options=1), template("register_session").encode(protocol_version=2),
              template("write_tag").encode(elements=2, data=SCADA[0].to_bytes(2, "little"))]
     restore = template("write_tag").encode(elements=2, data=b"".join(v.to_bytes(2, "little") for v in SCADA[:2]))
     for request in cases:
-        client = connect(cpppo_server, PROTOCOL.session())
+        client = connect(enip_server, PROTOCOL.session())
         reply = client.exchange(request)
         assert PROTOCOL.check_request(request) and PROTOCOL.classify(request, reply).kind is ReplyKind.NORMAL, request.hex()
-    client = connect(cpppo_server, PROTOCOL.session())
+    client = connect(enip_server, PROTOCOL.session())
     assert PROTOCOL.classify(restore, client.exchange(restore)).kind is ReplyKind.NORMAL
     assert values_of(client.exchange(template("read_tag").encode(elements=2))) == SCADA[:2]
 
 
 @pytest.mark.integration
-def test_after_an_encapsulation_error_the_engine_opens_a_new_connection(cpppo_server: int) -> None:
+def test_after_an_encapsulation_error_the_engine_opens_a_new_connection(enip_server: int) -> None:
     """cpppo closes the session after every encapsulation error: without keeps_connection the
     next valid case would meet that close and be blamed for it (a false connection reset)."""
     import asyncio
@@ -536,7 +523,7 @@ def test_after_an_encapsulation_error_the_engine_opens_a_new_connection(cpppo_se
     from otfuzz.engine.executor import CaseRunner
 
     async def run() -> list[ReplyKind]:
-        runner = CaseRunner(PROTOCOL, "127.0.0.1", cpppo_server, timeout=1.0)
+        runner = CaseRunner(PROTOCOL, "127.0.0.1", enip_server, timeout=1.0)
         try:
             kinds = []
             for frame in (template("read_tag").encode(symbol=b"NOTAG"), template("read_tag").encode(), template("read_tag").encode()):
