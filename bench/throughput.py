@@ -1,34 +1,43 @@
-"""Campaign throughput on loopback: otfuzz against pymodbus, against a minimal responder,
-against asyncua (OPC UA) and against a bacpypes3 BACnet/IP device, each beside a bare
-request/response loop (asyncio TCP, or UDP for BACnet) against the same server.
+"""Campaign throughput on loopback, a row per protocol: otfuzz at its defaults against a real
+server, beside a bare request/response loop against the same server.
+
+The bare loop is the simplest honest client: it opens a connection the way the protocol
+requires (the protocol module's own session: handshake, sequence numbers, handles), then sends
+the health probe's valid request, waits for its answer, and repeats. For Modbus there are two
+targets: the project's minimal responder (otfuzz's own overhead) and pymodbus (a real server).
 
 Prints figures; asserts nothing (benchmarks are not tests). Every loop is bounded in time.
 
-    .venv/bin/python bench/throughput.py [--seconds 10] [--memory-cases 1000000]
+    .venv/bin/python bench/throughput.py [--seconds 10] [--only modbus,s7] [--memory-cases 1000000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+TARGETS = ROOT / "tests" / "targets"
 sys.path.insert(0, str(ROOT / "tests"))
 
 from targets.servers import free_port, start_server, stop_server  # noqa: E402
 
 from otfuzz.cli import main as otfuzz_main  # noqa: E402
+from otfuzz.protocols import protocol_for  # noqa: E402
+from otfuzz.protocols.base import Protocol  # noqa: E402
 from otfuzz.report.results import load_results  # noqa: E402
-
-VALID = bytes.fromhex("000100000006010300000001")
+from otfuzz.transport.target import parse_target  # noqa: E402
 
 
 class _Client(asyncio.Protocol):
@@ -43,35 +52,8 @@ class _Client(asyncio.Protocol):
             self.waiter.set_result(data)
 
 
-async def bare_loop(port: int, seconds: float, valid: bytes = VALID, opening: tuple[bytes, ...] = ()) -> float:
-    """The simplest honest request/response loop: write, await the reply, repeat (after the
-    protocol's opening frames, each answered once)."""
-    loop = asyncio.get_running_loop()
-    transport, client = await loop.create_connection(_Client, "127.0.0.1", port)
-    transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    for frame in opening:
-        client.waiter = loop.create_future()
-        transport.write(frame)
-        await asyncio.wait_for(client.waiter, 5)
-    count, end = 0, time.perf_counter() + seconds
-    start = time.perf_counter()
-    while time.perf_counter() < end:
-        client.waiter = loop.create_future()
-        transport.write(valid)
-        await client.waiter
-        count += 1
-    transport.close()
-    return count / (time.perf_counter() - start)
-
-
-async def bare_opcua_loop(port: int, seconds: float) -> float:
-    """The same honest loop for OPC UA: one opened session (HEL, OPN, CreateSession,
-    ActivateSession), then Read of ServerStatus.State, each patched with sequence number and
-    handle by the module's session, waiting for each answer."""
-    from otfuzz.protocols.opcua import OPCUA
-
-    protocol = OPCUA({}, "/otfuzz")
-    protocol.address("127.0.0.1", port)
+async def bare_loop(protocol: Protocol, port: int, seconds: float) -> float:
+    """Open as the protocol requires, then probe request, answer, repeat (requests per second)."""
     session = protocol.session()
     loop = asyncio.get_running_loop()
     transport, client = await loop.create_connection(_Client, "127.0.0.1", port)
@@ -81,8 +63,10 @@ async def bare_opcua_loop(port: int, seconds: float) -> float:
         client.waiter = loop.create_future()
         transport.write(session.prepare(frame))
         for _ in range(1000):
-            data = await client.waiter
-            session.feed(data)
+            session.feed(await asyncio.wait_for(client.waiter, 5))
+            out = session.take_output()
+            if out:
+                transport.write(out)
             if session.next_reply() is not None:
                 return
             client.waiter = loop.create_future()
@@ -108,11 +92,12 @@ class _DatagramClient(asyncio.DatagramProtocol):
             self.waiter.set_result(data)
 
 
-async def bare_udp_loop(port: int, request: bytes, seconds: float) -> float:
-    """The UDP counterpart: send one datagram, await one back, repeat (the same request, so the
-    same invoke id: the device answers each in turn)."""
+async def bare_udp_loop(protocol: Protocol, port: int, seconds: float) -> float:
+    """The datagram counterpart: one probe datagram, one answer, repeat (the same invoke id:
+    the device answers each in turn)."""
     loop = asyncio.get_running_loop()
     transport, client = await loop.create_datagram_endpoint(_DatagramClient, remote_addr=("127.0.0.1", port))
+    request = protocol.probe().frame
     count, end = 0, time.perf_counter() + seconds
     start = time.perf_counter()
     while time.perf_counter() < end:
@@ -124,42 +109,24 @@ async def bare_udp_loop(port: int, request: bytes, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
-def bacnet(seconds: float) -> dict:
-    """otfuzz at defaults against the bacpypes3 test device, beside the bare loop of its probe."""
-    from otfuzz.protocols.bacnet import BACnetIP
-
-    port = free_port(socket.SOCK_DGRAM)
-    device = start_server([sys.executable, str(ROOT / "tests" / "targets" / "bacnet_device.py"), "--port", str(port),
-                           "--instance", "999"], port, tcp=False)
-    out: dict[str, object] = {}
-    try:
-        probe = BACnetIP({"device": "999"}).probe().frame
-        out["bare_udp_loop_vs_bacpypes3_per_s"] = round(asyncio.run(bare_udp_loop(port, probe, seconds)), 1)
-        rate, info = campaign(f"bacnet://127.0.0.1:{port}?device=999", seconds, [])
-        out["otfuzz_vs_bacpypes3_per_s"] = round(rate, 1)
-        out["otfuzz_vs_bacpypes3"] = info
-        out["ratio_bacnet_to_bare_udp_loop"] = round(rate / out["bare_udp_loop_vs_bacpypes3_per_s"], 3)  # type: ignore[operator]
-    finally:
-        stop_server(device)
-    return out
-
-
-def campaign(url: str, seconds: float, extra: list[str]) -> tuple[float, dict]:
+def campaign(url: str, seconds: float, extra: list[str]) -> tuple[float, dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         start = time.perf_counter()
-        status = otfuzz_main(["run", url, "--duration", f"{seconds}s", "--seed", "1", "--out", str(run), "--quiet", *extra])
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the figures only
+            status = otfuzz_main(["run", url, "--duration", f"{seconds}s", "--seed", "1", "--out", str(run), "--quiet", *extra])
         wall = time.perf_counter() - start
         doc = load_results(run)
     if status != 0:
         raise SystemExit(f"campaign against {url} ended with status {status}")
     elapsed = doc["campaign"]["fuzzing_s"]
-    return doc["totals"]["cases"] / elapsed, {"cases": doc["totals"]["cases"], "fuzzing_s": elapsed, "wall_s": round(wall, 2),
-                                             "confirmation_s": round(doc["campaign"]["elapsed_s"] - elapsed, 2),
-                                             "anomalies": doc["totals"]["anomaly_classes"], "replies": doc["totals"]["replies"]}
+    return doc["totals"]["cases"] / elapsed, {
+        "cases": doc["totals"]["cases"], "fuzzing_s": elapsed, "wall_s": round(wall, 2),
+        "confirmation_s": round(doc["campaign"]["elapsed_s"] - elapsed, 2), "findings": doc["totals"]["findings"],
+        "anomalies": doc["totals"]["anomaly_classes"], "replies": doc["totals"]["replies"]}
 
 
-def memory_run(url: str, cases: int) -> dict:
+def memory_run(url: str, cases: int) -> dict[str, Any]:
     """RSS of a long campaign sampled every second in a child process: flat means no per-case growth."""
     import psutil
 
@@ -185,80 +152,69 @@ def memory_run(url: str, cases: int) -> dict:
             "rss_mib_max": round(max(after_warmup), 1)}
 
 
-def s7_row(seconds: float) -> dict[str, object]:
-    """S7comm against python-snap7's server: a bare Read Var loop (after CR and Setup
-    Communication) beside an otfuzz campaign at defaults."""
+def _server(argv: list[str], udp: bool = False) -> Callable[[], tuple[Any, int]]:
+    def start() -> tuple[Any, int]:
+        port = free_port(socket.SOCK_DGRAM) if udp else free_port()
+        return start_server([sys.executable, *argv, "--port", str(port)], port, **({"tcp": False} if udp else {})), port
+    return start
+
+
+def _s7_server() -> tuple[Any, int]:
     from targets.s7_server import start
 
-    from otfuzz.protocols.s7 import S7Comm
-
-    protocol = S7Comm()
     proc, port = start()
+    return proc, port
+
+
+# name -> (start the server, URL template, extra campaign variants)
+ROWS: dict[str, tuple[Callable[[], tuple[Any, int]], str, dict[str, list[str]]]] = {
+    "responder": (_server([str(HERE / "responder.py")]), "modbus://127.0.0.1:{port}", {"boundary_only": ["--groups", "boundary"]}),
+    "pymodbus": (_server(["-m", "otfuzz.demo", "serve"]), "modbus://127.0.0.1:{port}",
+                 {"concurrency_4": ["--concurrency", "4"], "concurrency_8": ["--concurrency", "8"]}),
+    "dnp3py": (_server([str(TARGETS / "dnp3_outstation.py")]), "dnp3://127.0.0.1:{port}?outstation=1&master=2", {}),
+    "c104": (_server([str(TARGETS / "iec104_server.py")]), "iec104://127.0.0.1:{port}?ca=47", {}),
+    "asyncua": (_server([str(TARGETS / "opcua_server.py")]),
+                "opcua://127.0.0.1:{port}/otfuzz?node=ns=2;i=1001&object=ns=2;i=1000&method=ns=2;i=1010", {}),
+    "snap7": (_s7_server, "s7://127.0.0.1:{port}", {"boundary_only": ["--groups", "boundary"]}),
+    "cpppo": (_server([str(TARGETS / "enip_server.py")]), "enip://127.0.0.1:{port}", {}),
+    "bacpypes3": (_server([str(TARGETS / "bacnet_device.py"), "--instance", "999"], udp=True), "bacnet://127.0.0.1:{port}?device=999", {}),
+}
+
+
+def row(name: str, seconds: float, memory_cases: int = 0) -> dict[str, Any]:
+    start, url_template, variants = ROWS[name]
+    proc, port = start()
+    url = url_template.format(port=port)
     try:
-        bare = asyncio.run(bare_loop(port, seconds, protocol.probe().frame, tuple(protocol.session().opening())))
-        rate, info = campaign(f"s7://127.0.0.1:{port}", seconds, [])
-        # boundary cases keep TPKT/COTP framing valid, so the connection is mostly reused
-        boundary, boundary_info = campaign(f"s7://127.0.0.1:{port}", seconds, ["--groups", "boundary"])
+        protocol = protocol_for(parse_target(url))
+        loop = bare_udp_loop if protocol.transport == "udp" else bare_loop
+        bare = asyncio.run(loop(protocol, port, seconds))
+        out: dict[str, Any] = {"url": url, "bare_loop_per_s": round(bare, 1)}
+        rate, info = campaign(url, seconds, [])
+        out.update({"otfuzz_per_s": round(rate, 1), "ratio_to_bare_loop": round(rate / bare, 3), "otfuzz": info})
+        for label, extra in variants.items():
+            rate, info = campaign(url, seconds, extra)
+            out[f"otfuzz_{label}_per_s"] = round(rate, 1)
+            out[f"ratio_{label}_to_bare_loop"] = round(rate / bare, 3)
+        if memory_cases:
+            out["memory"] = memory_run(url, memory_cases)
     finally:
         stop_server(proc)
-    return {"bare_loop_vs_snap7_per_s": round(bare, 1), "otfuzz_vs_snap7_per_s": round(rate, 1),
-            "ratio_to_bare_loop": round(rate / bare, 3), "otfuzz_vs_snap7": info,
-            "otfuzz_boundary_only_vs_snap7_per_s": round(boundary, 1), "otfuzz_boundary_only_vs_snap7": boundary_info}
+    return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--memory-cases", type=int, default=0, help="also run a campaign of this many cases and report peak RSS")
-    parser.add_argument("--only", choices=["modbus", "s7"], help="run only this protocol's rows")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each loop and campaign (default 10)")
+    parser.add_argument("--only", help=f"comma-separated rows (default all: {','.join(ROWS)})")
+    parser.add_argument("--memory-cases", type=int, default=0,
+                        help="also run a campaign of this many cases against the responder and report RSS over time")
     args = parser.parse_args()
-    results: dict[str, object] = {}
-    if args.only != "modbus":
-        results["s7"] = s7_row(args.seconds)
-    if args.only == "s7":
-        print(json.dumps(results, indent=2))
-        return
-
-    port = free_port()
-    responder = start_server([sys.executable, str(HERE / "responder.py"), "--port", str(port)], port)
-    try:
-        results["bare_loop_per_s"] = round(asyncio.run(bare_loop(port, args.seconds)), 1)
-        rate, info = campaign(f"modbus://127.0.0.1:{port}", args.seconds, [])
-        results["otfuzz_vs_responder_per_s"] = round(rate, 1)
-        results["otfuzz_vs_responder"] = info
-        results["ratio_to_bare_loop"] = round(rate / results["bare_loop_per_s"], 3)  # type: ignore[operator]
-        # Boundary cases keep the framing valid, so the connection is reused as in the bare loop:
-        # this isolates otfuzz's per-case cost from reconnects that malformed framing forces.
-        rate, info = campaign(f"modbus://127.0.0.1:{port}", args.seconds, ["--groups", "boundary"])
-        results["otfuzz_boundary_only_vs_responder_per_s"] = round(rate, 1)
-        results["ratio_boundary_only_to_bare_loop"] = round(rate / results["bare_loop_per_s"], 3)  # type: ignore[operator]
-        results["otfuzz_boundary_only_vs_responder"] = info
-        if args.memory_cases:
-            results["memory"] = memory_run(f"modbus://127.0.0.1:{port}", args.memory_cases)
-    finally:
-        stop_server(responder)
-
-    port = free_port()
-    pymodbus = start_server([sys.executable, "-m", "otfuzz.demo", "serve", "--port", str(port)], port)
-    try:
-        results["bare_loop_vs_pymodbus_per_s"] = round(asyncio.run(bare_loop(port, args.seconds)), 1)
-        for label, extra in (("concurrency_1", []), ("concurrency_4", ["--concurrency", "4"]), ("concurrency_8", ["--concurrency", "8"])):
-            rate, info = campaign(f"modbus://127.0.0.1:{port}", args.seconds, extra)
-            results[f"otfuzz_vs_pymodbus_{label}_per_s"] = round(rate, 1)
-            results[f"otfuzz_vs_pymodbus_{label}"] = info
-    finally:
-        stop_server(pymodbus)
-    port = free_port()
-    opcua = start_server([sys.executable, str(ROOT / "tests" / "targets" / "opcua_server.py"), "--port", str(port)], port)
-    try:
-        results["bare_loop_vs_asyncua_opcua_per_s"] = round(asyncio.run(bare_opcua_loop(port, args.seconds)), 1)
-        rate, info = campaign(f"opcua://127.0.0.1:{port}/otfuzz?node=ns=2;i=1001&object=ns=2;i=1000&method=ns=2;i=1010",
-                              args.seconds, [])
-        results["otfuzz_vs_asyncua_opcua_per_s"] = round(rate, 1)
-        results["otfuzz_vs_asyncua_opcua"] = info
-    finally:
-        stop_server(opcua)
-    results.update(bacnet(args.seconds))
+    names = [n.strip() for n in args.only.split(",")] if args.only else list(ROWS)
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        raise SystemExit(f"unknown row {unknown[0]} (rows: {', '.join(ROWS)})")
+    results = {name: row(name, args.seconds, args.memory_cases if name == "responder" else 0) for name in names}
     print(json.dumps(results, indent=2))
 
 

@@ -11,6 +11,17 @@ from targets.bacnet_fixture import start_bacnet_device
 from targets.servers import HOST, free_port, script, start_server, stop_server
 
 
+@pytest.fixture
+def enip_server() -> Iterator[int]:
+    """cpppo 5.2.5 (tests/targets/enip_server.py) with its tags at their initial values; yields the port."""
+    port = free_port()
+    proc = start_server([*script("enip_server.py"), "--port", str(port)], port)
+    try:
+        yield port
+    finally:
+        stop_server(proc)
+
+
 @pytest.fixture(scope="session")
 def pymodbus_server() -> Iterator[tuple[str, int]]:
     """pymodbus 3.16.1 with holding register i = i (0..999) and identity otfuzz-test/PM/3.16.1.

@@ -36,11 +36,13 @@ class CaseOutcome:
     frame_index: int
     request_problems: tuple[str, ...] = ()
     framed: bool = True  # the frame is exactly one frame by the protocol's own framing
+    close_allowed: bool = False  # the protocol lets the target end the connection after this request
 
     @property
     def request_valid(self) -> bool:
-        """A valid request, alone in its frame: what a healthy target must answer."""
-        return not self.request_problems and self.framed
+        """A valid request, alone in its frame, that a healthy target must answer on an open
+        connection: a close or reset after anything else is no anomaly."""
+        return not self.request_problems and self.framed and not self.close_allowed
 
     def as_record(self) -> dict[str, object]:
         return {
@@ -235,12 +237,14 @@ class CaseRunner:
                         kind, detail = ReplyKind.SPEC_VIOLATION, "answered normally: " + "; ".join(problems)
                 if kind is ReplyKind.MALFORMED:
                     self._out_of_step()
+                elif not protocol.keeps_connection(frame, exchange.reply):
+                    self.drop_current()  # the target may close it after this answer: not its fault then
                 else:
                     framed_at = protocol.frame_length(frame)
                     if framed_at is not None and framed_at != len(frame):
                         self._out_of_step()  # more (or fewer) bytes than one frame
-                if index < last and kind in (ReplyKind.NORMAL, ReplyKind.EXCEPTION):
-                    continue
+                if index < last and kind in (ReplyKind.NORMAL, ReplyKind.EXCEPTION) and self.conn is conn:
+                    continue  # (a dropped connection ends the case: the rest would go nowhere)
                 return CaseOutcome(kind, detail, exchange.reply, exchange.latency, index, problems)
             if exchange.outcome == "timeout" and not protocol.expects_reply(frame):
                 if index < last:
@@ -276,6 +280,9 @@ class CaseRunner:
                 kind = ReplyKind.NO_REPLY
             else:
                 kind = ReplyKind.RESET if exchange.outcome == "reset" else ReplyKind.CLOSED
+                allowed = not protocol.keeps_connection(frame, exchange.leftover or b"")
+                return CaseOutcome(kind, exchange.outcome, exchange.leftover or None, exchange.latency, index, problems, framed,
+                                   allowed)
             return CaseOutcome(kind, exchange.outcome, exchange.leftover or None, exchange.latency, index, problems, framed)
         raise AssertionError("a case has at least one frame")
 

@@ -18,6 +18,7 @@ _REGISTRY: dict[str, str] = {
     "opcua": "otfuzz.protocols.opcua:OPCUA",
     "bacnet": "otfuzz.protocols.bacnet:BACnetIP",
     "s7": "otfuzz.protocols.s7:S7Comm",
+    "enip": "otfuzz.protocols.enip:EtherNetIP",
 }
 
 

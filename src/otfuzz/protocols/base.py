@@ -268,6 +268,13 @@ class Protocol(ABC):
         engine never generates or sends such a frame to any other address."""
         return None
 
+    def keeps_connection(self, request: bytes, reply: bytes) -> bool:
+        """False when the target may close the connection after sending `reply` (an EtherNet/IP
+        target may end the session after an encapsulation error), or, with an empty `reply`,
+        after receiving `request` without answering (an UnRegisterSession): the engine then
+        starts the next case on a new connection instead of blaming the target for the close."""
+        return True
+
     def silence_violation(self, frame: bytes) -> str | None:
         """Why leaving `frame` unanswered breaks the specification (a BACnet confirmed request
         must get a Reject or Abort), or None when silence is allowed. The engine then records

@@ -1313,6 +1313,14 @@ class S7Comm(Protocol):
                                 f"function 0x{pdu.function:02x} answers a request of function 0x{want.function:02x}")
         return _classify_job(asked if want is not None else None, pdu)
 
+    def keeps_connection(self, request: bytes, reply: bytes) -> bool:
+        """A job whose function otfuzz does not model (CPU services, the download and upload
+        functions) may be one the target does not serve at all: it may end the connection."""
+        asked = last_request(request)
+        if reply or asked is None or asked.kind != COTP_DT or asked.s7 is None or asked.s7.rosctr != JOB:
+            return True
+        return asked.s7.function in (SETUP_COMMUNICATION, READ_VAR, WRITE_VAR, PI_SERVICE, PLC_STOP)
+
     def is_write(self, frame: bytes) -> bool:
         """Conservative: every job that is not a read or Setup Communication, every userdata
         service that is not a known read, wherever a lenient CPU might find one (a DT payload
