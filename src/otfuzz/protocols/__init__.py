@@ -15,6 +15,7 @@ _REGISTRY: dict[str, str] = {
     "modbus": "otfuzz.protocols.modbus:ModbusTCP",
     "dnp3": "otfuzz.protocols.dnp3:DNP3",
     "iec104": "otfuzz.protocols.iec104:IEC104",
+    "mqtt": "otfuzz.protocols.mqtt:MQTT",
 }
 
 
