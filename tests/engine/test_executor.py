@@ -30,3 +30,36 @@ def test_valid_requests_wait_the_full_timeout_and_rejected_ones_only_the_silence
     assert valid.kind is ReplyKind.NORMAL and valid.latency >= 0.25
     assert rejected.kind is ReplyKind.NO_REPLY and rejected.latency < 0.25
     assert rejected.request_problems  # it was judged invalid, which is why it waited less
+
+
+def test_a_frame_that_needs_a_fresh_connection_gets_one_also_after_other_frames() -> None:
+    """MQTT: a CONNECT case after a valid prefix tests the handshake, on its own connection;
+    sent on the prefix's connection it would be a second CONNECT, which the broker refuses."""
+    from targets.mosquitto_broker import start_broker
+    from targets.servers import HOST, free_port, stop_server
+
+    from otfuzz.protocols.mqtt import MQTT
+
+    proto = MQTT({"version": "4"})
+    by_name = {t.name: t.encode() for t in proto.templates()}
+    port = free_port()
+    proc = start_broker(port)
+
+    async def run() -> tuple:
+        runner = CaseRunner(proto, HOST, port, timeout=1.0)
+        try:
+            after_prefix = await runner.run_frames([by_name["subscribe"], by_name["connect"]])
+            reused = runner.conn
+            again = await runner.run_frames([by_name["pingreq"]])
+        finally:
+            runner.drop()
+        return after_prefix, reused, again
+
+    try:
+        after_prefix, reused, again = asyncio.run(run())
+    finally:
+        stop_server(proc)
+    assert after_prefix.kind is ReplyKind.NORMAL and after_prefix.frame_index == 1
+    assert after_prefix.detail == "CONNACK return code 0 (Connection Accepted)"
+    assert reused is None  # a connection that skipped the handshake is never reused
+    assert again.kind is ReplyKind.NORMAL

@@ -98,28 +98,41 @@ class CaseRunner:
 
     async def run_frames(self, frames: tuple[bytes, ...] | list[bytes], meanwhile: Callable[[], object] | None = None) -> CaseOutcome:
         protocol = self.protocol
-        opening = protocol.needs_opening(frames[0])
-        try:
-            conn = await self.connect(opening)
-        except ConnectionRefusedError:
-            return CaseOutcome(ReplyKind.RESET, "connection refused", None, 0.0, 0)
-        except (TimeoutError, asyncio.TimeoutError):
-            return CaseOutcome(ReplyKind.NO_REPLY, "connect timed out", None, 0.0, 0)
-        except ConnectionError as exc:
-            return CaseOutcome(ReplyKind.CLOSED, f"connection failed: {exc}", None, 0.0, 0)
-        except OSError as exc:
-            return CaseOutcome(ReplyKind.RESET, f"connect failed: {exc.strerror or exc}", None, 0.0, 0)
+        # A frame that tests the state before the handshake goes out on a fresh connection
+        # without it, also when a sequence puts it after other frames.
+        fresh = [not protocol.needs_opening(frame) for frame in frames]
+        conn = await self._open(not fresh[0], 0)
+        if isinstance(conn, CaseOutcome):
+            return conn
         last = len(frames) - 1
         try:
-            return await self._exchange_all(conn, frames, last, meanwhile)
+            return await self._exchange_all(conn, frames, last, meanwhile, fresh)
         finally:
-            if not opening:
+            if any(fresh):
                 self.drop()  # never reuse a connection that skipped the handshake
 
+    async def _open(self, opening: bool, index: int) -> Connection | CaseOutcome:
+        """A connection for frame `index`, or the outcome that says why there is none."""
+        try:
+            return await self.connect(opening)
+        except ConnectionRefusedError:
+            return CaseOutcome(ReplyKind.RESET, "connection refused", None, 0.0, index)
+        except (TimeoutError, asyncio.TimeoutError):
+            return CaseOutcome(ReplyKind.NO_REPLY, "connect timed out", None, 0.0, index)
+        except ConnectionError as exc:
+            return CaseOutcome(ReplyKind.CLOSED, f"connection failed: {exc}", None, 0.0, index)
+        except OSError as exc:
+            return CaseOutcome(ReplyKind.RESET, f"connect failed: {exc.strerror or exc}", None, 0.0, index)
+
     async def _exchange_all(self, conn: Connection, frames: tuple[bytes, ...] | list[bytes], last: int,
-                            meanwhile: Callable[[], object] | None) -> CaseOutcome:
+                            meanwhile: Callable[[], object] | None, fresh: list[bool]) -> CaseOutcome:
         protocol = self.protocol
         for index, frame in enumerate(frames):
+            if index and fresh[index]:
+                opened = await self._open(False, index)
+                if isinstance(opened, CaseOutcome):
+                    return opened
+                conn = opened
             wait = self.timeout
             if self.silence_timeout < wait and protocol.check_request(frame):
                 wait = self.silence_timeout
