@@ -194,6 +194,22 @@ class Protocol(ABC):
     def probe_ok(self, reply: bytes) -> bool:
         """True when `reply` is the known good answer to `probe()`."""
 
+    def probe_observer(self) -> Session | None:
+        """A second session that must witness the probe's effect, or None (the default) when the
+        probe's answer alone decides.
+
+        Its `opening()` prepares it (an MQTT client subscribing to the probe topic). The health
+        probe then passes only when the probe is answered (`probe_ok`) and this session, on its
+        own connection, also receives unasked a message for which `probe_observed` is true, both
+        within the probe's deadline. The observer only listens: the monitor waits on it with an
+        exchange of no bytes, which the transport must send as nothing.
+        """
+        return None
+
+    def probe_observed(self, message: bytes) -> bool:
+        """True when `message`, received by the `probe_observer()` session, shows the probe took effect."""
+        return False
+
     @abstractmethod
     def session(self) -> Session:
         """A new per-connection state machine."""
