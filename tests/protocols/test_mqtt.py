@@ -170,6 +170,16 @@ def test_remaining_length_faults_cover_every_width_and_over_long_encodings() -> 
     assert V4.frame_length(faults["remaining length 268435455 (the maximum) before a short packet"]) == 1 + 4 + 268435455
 
 
+def test_control_characters_and_non_characters_may_be_refused_but_need_not_be() -> None:
+    tpl = template(V5, "subscribe")
+    for topic_filter, words in ((b"a\x0bb", "control character U+000B"), ("a\u0085".encode(), "control character U+0085"),
+                                ("a\ufdd0".encode(), "non-character U+FDD0"), ("\U0001ffff".encode(), "non-character U+1FFFF")):
+        frame = tpl.encode(topic_filter=topic_filter)
+        assert V5.check_request(frame) == [] and V5.may_reject(frame) == [f"topic_filter contains the {words}"]
+    assert V5.may_reject(tpl.encode()) == []
+    assert V4.may_reject(template(V4, "subscribe").encode() + template(V4, "publish_qos0").encode(topic=b"\x01")) == []
+
+
 def test_strings_must_be_well_formed_utf8_without_u0000() -> None:
     tpl = template(V4, "publish_qos1")
     for topic, words in ((b"a\x00", "contains U+0000"), (b"\xc0\x80", "ill-formed UTF-8 at byte 0"),
@@ -397,7 +407,7 @@ def test_replies_that_do_not_fit_the_request_are_malformed() -> None:
 
 def test_expects_reply_and_frame_length_follow_the_packets() -> None:
     for name, answered in (("publish_qos0", False), ("publish_qos1", True), ("puback", False), ("pubcomp", False),
-                           ("pubrec", True), ("pubrel", True), ("disconnect", False), ("pingreq", True), ("read_retained", True)):
+                           ("pubrec", True), ("pubrel", True), ("disconnect", True), ("pingreq", True), ("read_retained", True)):
         assert V4.expects_reply(template(V4, name).encode()) == answered, name
     assert V4.expects_reply(b"\x82")  # unframed: the broker may refuse it
     assert not V4.expects_reply(template(V4, "publish_qos0").encode() + b"\x82")

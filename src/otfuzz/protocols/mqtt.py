@@ -411,10 +411,11 @@ class _Short(Exception):
 class _Reader:
     """Walks a packet body field by field, recording every problem as "<field>=<value> <rule>"."""
 
-    def __init__(self, data: bytes, problems: list[str]) -> None:
+    def __init__(self, data: bytes, problems: list[str], notes: list[str] | None = None) -> None:
         self.data = data
         self.pos = 0
         self.problems = problems
+        self.notes = notes if notes is not None else []  # what a receiver MAY refuse (Protocol.may_reject)
 
     def left(self) -> int:
         return len(self.data) - self.pos
@@ -453,6 +454,10 @@ class _Reader:
         problem = utf8_problem(name, data)
         if problem:
             self.problems.append(problem)
+        else:
+            advice = utf8_advisory(name, data)
+            if advice:
+                self.notes.append(advice)
         return data
 
     def rest(self) -> bytes:
@@ -469,6 +474,18 @@ def utf8_problem(name: str, data: bytes) -> str | None:
         return f"{name} has ill-formed UTF-8 at byte {exc.start}"
     if "\x00" in text:
         return f"{name} contains U+0000 at byte {data.index(0)}"
+    return None
+
+
+def utf8_advisory(name: str, data: bytes) -> str | None:
+    """Code points a string SHOULD NOT hold and a receiver MAY refuse (MQTT 3.1.1 1.5.3, 5.0
+    1.5.4): control characters and Unicode non-characters. `data` is well-formed UTF-8."""
+    for n, char in enumerate(data.decode("utf-8")):
+        point = ord(char)
+        if 0x01 <= point <= 0x1F or 0x7F <= point <= 0x9F:
+            return f"{name} contains the control character U+{point:04X}"
+        if 0xFDD0 <= point <= 0xFDEF or point & 0xFFFE == 0xFFFE:
+            return f"{name} contains the non-character U+{point:04X}"
     return None
 
 
@@ -524,6 +541,7 @@ class Parsed:
     packet: Packet
     version: int
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the receiver MAY refuse
     packet_id: int | None = None
     reason_code: int | None = None
     properties: dict[int, list[Any]] = field(default_factory=dict)
@@ -542,7 +560,7 @@ def _read_properties(reader: _Reader, packet_name: str, prefix: str = "") -> dic
     if length > reader.left():
         reader.problems.append(f"{prefix}property_length={length} but {reader.left()} bytes follow")
         raise _Short(f"{prefix}property_length")
-    block = _Reader(reader.take(length, f"{prefix}properties"), reader.problems)
+    block = _Reader(reader.take(length, f"{prefix}properties"), reader.problems, reader.notes)
     found: dict[int, list[Any]] = {}
     where = "the will properties" if packet_name == "WILL" else packet_name
     try:
@@ -608,7 +626,7 @@ def parse_packet(pkt: Packet, version: int, *, client: bool) -> Parsed:
     minimum = len(_REMAINING.encode(len(pkt.body)))
     if pkt.length_width > minimum:
         problems.append(f"remaining_length={len(pkt.body)} encoded in {pkt.length_width} bytes, the minimum is {minimum}")
-    reader = _Reader(pkt.body, problems)
+    reader = _Reader(pkt.body, problems, out.notes)
     try:
         _PARSERS[kind](reader, out, client)
         if reader.left():
@@ -824,6 +842,13 @@ def expectation(pkt: Packet) -> tuple[int, int | None] | None:
         return None
     at = _packet_id_at(pkt)
     return reply, None if at is None else int.from_bytes(pkt.raw[at:at + 2], "big")
+
+
+def _answered(parsed: Sequence[Parsed]) -> int:
+    """How many packets of a request count: up to the last one answered (all when none is):
+    the broker answers each packet before it reads the next."""
+    answered = [n for n, item in enumerate(parsed) if expectation(item.packet) is not None]
+    return answered[-1] + 1 if answered else len(parsed)
 
 
 def _is_read(packets: Sequence[Packet]) -> bool:
@@ -1255,9 +1280,8 @@ class MQTT(Protocol):
         each packet before it reads the next, so what follows that one cannot change its answer."""
         parsed, rest, problem = self._walk(frame)
         problems: list[str] = []
-        answered = [n for n, item in enumerate(parsed) if expectation(item.packet) is not None]
-        if answered:
-            parsed = parsed[:answered[-1] + 1]
+        if any(expectation(item.packet) is not None for item in parsed):
+            parsed = parsed[:_answered(parsed)]
         elif problem:
             problems.append(problem)
         elif rest:
@@ -1286,6 +1310,11 @@ class MQTT(Protocol):
                     p.packet.type == CONNECT and p.properties.get(0x11, [0])[0] for p in parsed[:n]):
                 problems.append(where + "session_expiry_interval above 0 in DISCONNECT after a CONNECT with 0")
         return problems
+
+    def may_reject(self, frame: bytes) -> list[str]:
+        """Control characters and non-characters in strings, which mosquitto, for one, refuses."""
+        parsed, _, _ = self._walk(frame)
+        return [note for item in parsed[:_answered(parsed)] for note in item.notes]
 
     def classify(self, request: bytes, reply: bytes) -> ReplyVerdict:
         packets, rest, problem = split_packets(reply)
@@ -1350,10 +1379,12 @@ class MQTT(Protocol):
         return bool(rest) and rest[0] >> 4 in (PUBLISH, CONNECT)
 
     def expects_reply(self, frame: bytes) -> bool:
-        """PUBLISH at QoS 0, PUBACK, PUBCOMP and DISCONNECT are never answered; bytes that do not
-        frame may be (a broker refusing them with DISCONNECT); bytes after whole packets are not."""
+        """PUBLISH at QoS 0, PUBACK and PUBCOMP are never answered; a DISCONNECT is answered by
+        the broker closing the connection (waited for, so that nothing is written into a closing
+        connection); bytes that do not frame may be (a broker refusing them with DISCONNECT);
+        bytes after whole packets are not."""
         packets, rest, _ = split_packets(frame)
-        return any(expectation(p) is not None for p in packets) or (not packets and bool(rest))
+        return any(expectation(p) is not None or p.type == DISCONNECT for p in packets) or (not packets and bool(rest))
 
     def request_type(self, frame: bytes) -> str | None:
         """The template a frame's main packet is: the SUBSCRIBE of SUBSCRIBE+PINGREQ, else the
