@@ -63,3 +63,34 @@ def test_a_frame_that_needs_a_fresh_connection_gets_one_also_after_other_frames(
     assert after_prefix.detail == "CONNACK return code 0 (Connection Accepted)"
     assert reused is None  # a connection that skipped the handshake is never reused
     assert again.kind is ReplyKind.NORMAL
+
+
+def test_a_close_after_a_request_the_target_may_refuse_is_no_candidate() -> None:
+    """mosquitto resets the connection on a control character in a topic, which MQTT lets a
+    broker refuse (Protocol.may_reject): the outcome carries that reason, so it is no anomaly."""
+    from targets.mosquitto_broker import start_broker
+    from targets.servers import HOST, free_port, stop_server
+
+    from otfuzz.monitor.anomaly import first_look
+    from otfuzz.protocols.mqtt import MQTT
+
+    proto = MQTT({"version": "4"})
+    publish = next(t for t in proto.templates() if t.name == "publish_qos1").encode(topic=b"otfuzz/\x0b")
+    port = free_port()
+    proc = start_broker(port)
+
+    async def run():
+        runner = CaseRunner(proto, HOST, port, timeout=1.0)
+        try:
+            return await runner.run_frames([publish])
+        finally:
+            runner.drop()
+
+    try:
+        outcome = asyncio.run(run())
+    finally:
+        stop_server(proc)
+    assert proto.check_request(publish) == []
+    assert outcome.kind in (ReplyKind.RESET, ReplyKind.CLOSED)
+    assert outcome.request_problems == ("topic contains the control character U+000B",)
+    assert first_look(outcome.kind, outcome.request_valid, 0) == (False, None)

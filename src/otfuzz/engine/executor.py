@@ -172,6 +172,7 @@ class CaseRunner:
                                        tuple(protocol.check_request(frame)))
             else:
                 kind = ReplyKind.RESET if exchange.outcome == "reset" else ReplyKind.CLOSED
+            # a target may also refuse what the specification only advises against (may_reject)
             return CaseOutcome(kind, exchange.outcome, exchange.leftover or None, exchange.latency, index,
-                               tuple(protocol.check_request(frame)))
+                               tuple(protocol.check_request(frame) + protocol.may_reject(frame)))
         raise AssertionError("a case has at least one frame")

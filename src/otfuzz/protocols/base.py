@@ -224,6 +224,13 @@ class Protocol(ABC):
         this list is not empty; answering it normally is a spec violation.
         """
 
+    def may_reject(self, frame: bytes) -> list[str]:
+        """Ways a request departs from what the specification recommends where a conforming
+        target MAY reject it (MQTT's control characters in strings): a close, reset or silence
+        after it is then no finding, and, unlike `check_request`, a normal answer is no violation
+        either. Empty by default."""
+        return []
+
     @abstractmethod
     def classify(self, request: bytes, reply: bytes) -> ReplyVerdict:
         """Judge one complete reply to `request` (NORMAL, EXCEPTION or MALFORMED, plus detail).
