@@ -984,6 +984,8 @@ class MQTTSession(Session):
             del self.in_use[pid]
         elif kind == CONNACK:
             self.connack = pkt.raw
+        elif kind == DISCONNECT:
+            self.ended = True  # the broker closes next: no further case on this connection
         if kind == PINGRESP and self._read is not None and self._pending == (PINGRESP, None):
             self._take(bytes(self._collected) + pkt.raw)
             return
