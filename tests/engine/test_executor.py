@@ -94,3 +94,36 @@ def test_a_close_after_a_request_the_target_may_refuse_is_no_candidate() -> None
     assert outcome.kind in (ReplyKind.RESET, ReplyKind.CLOSED)
     assert outcome.request_problems == ("topic contains the control character U+000B",)
     assert first_look(outcome.kind, outcome.request_valid, 0) == (False, None)
+
+
+def test_a_connection_the_peer_announced_to_end_carries_no_further_case() -> None:
+    """An MQTT 5 broker sends DISCONNECT and then closes: the next case must not be written
+    into the closing connection (it would be reset and look like the target's fault)."""
+    from targets.mosquitto_broker import start_broker
+    from targets.servers import HOST, free_port, stop_server
+
+    from otfuzz.protocols.mqtt import MQTT
+
+    proto = MQTT({"version": "5"})
+    by_name = {t.name: t for t in proto.templates()}
+    port = free_port()
+    proc = start_broker(port)
+
+    async def run() -> tuple:
+        runner = CaseRunner(proto, HOST, port, timeout=1.0)
+        try:
+            refused = await runner.run_frames([by_name["publish_qos1"].encode(packet_id=0)])
+            ended = runner.conn is not None and runner.conn.session.ended
+            alive = runner.conn is not None and runner.conn.alive
+            after = await runner.run_frames([by_name["publish_qos0"].encode(), by_name["pubrel"].encode()])
+        finally:
+            runner.drop()
+        return refused, ended, alive, after
+
+    try:
+        refused, ended, alive, after = asyncio.run(run())
+    finally:
+        stop_server(proc)
+    assert refused.kind is ReplyKind.EXCEPTION and refused.detail == "DISCONNECT 0x82 Protocol Error"
+    assert ended and not alive
+    assert after.kind is ReplyKind.NORMAL and after.detail == "PUBCOMP 0x00 Success"

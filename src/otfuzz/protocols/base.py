@@ -90,6 +90,10 @@ class Session(ABC):
     whatever `take_output()` returns (automatic acknowledgements, keep-alive answers).
     """
 
+    # Set when the peer announced the end of the connection (an MQTT 5 DISCONNECT from the
+    # broker): the connection carries no further case, even before the close itself arrives.
+    ended: bool = False
+
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._output = bytearray()
