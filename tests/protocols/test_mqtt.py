@@ -407,7 +407,7 @@ def test_replies_that_do_not_fit_the_request_are_malformed() -> None:
 
 def test_expects_reply_and_frame_length_follow_the_packets() -> None:
     for name, answered in (("publish_qos0", False), ("publish_qos1", True), ("puback", False), ("pubcomp", False),
-                           ("pubrec", True), ("pubrel", True), ("disconnect", True), ("pingreq", True), ("read_retained", True)):
+                           ("pubrec", True), ("pubrel", True), ("disconnect", False), ("pingreq", True), ("read_retained", True)):
         assert V4.expects_reply(template(V4, name).encode()) == answered, name
     assert V4.expects_reply(b"\x82")  # unframed: the broker may refuse it
     assert not V4.expects_reply(template(V4, "publish_qos0").encode() + b"\x82")

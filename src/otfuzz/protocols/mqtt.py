@@ -40,7 +40,9 @@ Connection state. A frame that starts with CONNECT is sent on a fresh connection
 session's own CONNECT (`needs_opening` is False), so CONNECT templates test the handshake. A
 packet before CONNECT is written as PINGREQ followed by that packet: the PINGREQ itself is the
 first violation, and such a frame also goes out on a fresh connection. A second CONNECT is
-written after an UNSUBSCRIBE (a frame that does not start with CONNECT).
+written after an UNSUBSCRIBE (a frame that does not start with CONNECT). A DISCONNECT sent, or
+one received from a 5.0 broker, ends the session (`Session.ended`): no further frame goes out
+on that connection.
 
 Writes (`is_write`, conservative). Every PUBLISH is a write, retained or not, at any QoS: it
 changes what other clients receive. So is a CONNECT with a will (the broker publishes the will
@@ -919,6 +921,8 @@ class MQTTSession(Session):
                 pkt = Packet(bytes(raw), pkt.length_width)
             if pkt.type == CONNECT:
                 self.version = 5 if _connect_level_of(pkt.body) == 5 else 4
+            elif pkt.type == DISCONNECT:
+                self.ended = True  # we end the connection: nothing may follow on it
             want = expectation(pkt)
             if want is not None:
                 expected.append(want)
@@ -1381,12 +1385,10 @@ class MQTT(Protocol):
         return bool(rest) and rest[0] >> 4 in (PUBLISH, CONNECT)
 
     def expects_reply(self, frame: bytes) -> bool:
-        """PUBLISH at QoS 0, PUBACK and PUBCOMP are never answered; a DISCONNECT is answered by
-        the broker closing the connection (waited for, so that nothing is written into a closing
-        connection); bytes that do not frame may be (a broker refusing them with DISCONNECT);
-        bytes after whole packets are not."""
+        """PUBLISH at QoS 0, PUBACK, PUBCOMP and DISCONNECT are never answered; bytes that do not
+        frame may be (a broker refusing them with DISCONNECT); bytes after whole packets are not."""
         packets, rest, _ = split_packets(frame)
-        return any(expectation(p) is not None or p.type == DISCONNECT for p in packets) or (not packets and bool(rest))
+        return any(expectation(p) is not None for p in packets) or (not packets and bool(rest))
 
     def request_type(self, frame: bytes) -> str | None:
         """The template a frame's main packet is: the SUBSCRIBE of SUBSCRIBE+PINGREQ, else the
