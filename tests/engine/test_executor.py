@@ -127,3 +127,33 @@ def test_a_connection_the_peer_announced_to_end_carries_no_further_case() -> Non
     assert refused.kind is ReplyKind.EXCEPTION and refused.detail == "DISCONNECT 0x82 Protocol Error"
     assert ended and not alive
     assert after.kind is ReplyKind.NORMAL and after.detail == "PUBCOMP 0x00 Success"
+
+
+def test_a_case_does_not_go_on_after_a_frame_that_ended_the_connection() -> None:
+    """A sequence with an MQTT DISCONNECT in its prefix: the frames after it would be written
+    into a closing connection and reset; the case ends at the DISCONNECT instead."""
+    from targets.mosquitto_broker import start_broker
+    from targets.servers import HOST, free_port, stop_server
+
+    from otfuzz.protocols.mqtt import MQTT
+
+    proto = MQTT({"version": "4"})
+    by_name = {t.name: t.encode() for t in proto.templates()}
+    port = free_port()
+    proc = start_broker(port)
+
+    async def run() -> tuple:
+        runner = CaseRunner(proto, HOST, port, timeout=1.0)
+        try:
+            ended = await runner.run_frames([by_name["subscribe"], by_name["disconnect"], by_name["pingreq"]])
+            after = await runner.run_frames([by_name["pingreq"]])
+        finally:
+            runner.drop()
+        return ended, after
+
+    try:
+        ended, after = asyncio.run(run())
+    finally:
+        stop_server(proc)
+    assert ended.kind is ReplyKind.CLOSED and ended.frame_index == 1 and ended.request_valid
+    assert after.kind is ReplyKind.NORMAL

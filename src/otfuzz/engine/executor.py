@@ -133,6 +133,12 @@ class CaseRunner:
                 if isinstance(opened, CaseOutcome):
                     return opened
                 conn = opened
+            elif index and not conn.alive:
+                # the frame before ended the connection (it expected no answer): the case ends there
+                self.drop()
+                before = frames[index - 1]
+                return CaseOutcome(ReplyKind.CLOSED, "connection ended", None, 0.0, index - 1,
+                                   tuple(protocol.check_request(before) + protocol.may_reject(before)))
             wait = self.timeout
             if self.silence_timeout < wait and protocol.check_request(frame):
                 wait = self.silence_timeout
