@@ -157,3 +157,35 @@ def test_a_case_does_not_go_on_after_a_frame_that_ended_the_connection() -> None
         stop_server(proc)
     assert ended.kind is ReplyKind.CLOSED and ended.frame_index == 1 and ended.request_valid
     assert after.kind is ReplyKind.NORMAL
+
+
+def test_an_unanswered_frame_with_bytes_past_its_framing_drops_the_connection() -> None:
+    """A PUBACK followed by the start of a packet that never completes: left on the connection,
+    the next case's bytes would complete that packet and the broker would reset the connection."""
+    from targets.mosquitto_broker import start_broker
+    from targets.servers import HOST, free_port, stop_server
+
+    from otfuzz.protocols.mqtt import MQTT
+
+    proto = MQTT({"version": "4"})
+    by_name = {t.name: t.encode() for t in proto.templates()}
+    stray = by_name["puback"] + bytes([0x30, 60]) + b"x" * 20  # a PUBLISH of 60 bytes, 20 present
+    port = free_port()
+    proc = start_broker(port)
+
+    async def run() -> tuple:
+        runner = CaseRunner(proto, HOST, port, timeout=1.0)
+        try:
+            first = await runner.run_frames([stray])
+            kept = runner.conn
+            second = await runner.run_frames([by_name["read_retained"]])
+        finally:
+            runner.drop()
+        return first, kept, second
+
+    try:
+        first, kept, second = asyncio.run(run())
+    finally:
+        stop_server(proc)
+    assert first.kind is ReplyKind.NO_REPLY and kept is None
+    assert second.kind is ReplyKind.NORMAL

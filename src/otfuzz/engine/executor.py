@@ -163,7 +163,10 @@ class CaseRunner:
                     continue
                 return CaseOutcome(kind, detail, exchange.reply, exchange.latency, index, problems)
             if exchange.outcome == "timeout" and not protocol.expects_reply(frame):
-                if index < last:
+                framed = protocol.frame_length(frame)
+                if framed is not None and framed != len(frame):
+                    self.drop()  # the rest would reach the target as the start of the next request
+                elif index < last:
                     continue
                 return CaseOutcome(ReplyKind.NO_REPLY, "no reply expected", None, 0.0, index)
             self.drop()
