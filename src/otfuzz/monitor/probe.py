@@ -58,9 +58,11 @@ async def probe_exchange(protocol: Protocol, frame: bytes, conn: Connection, obs
     "unobserved" or the exchange's outcome (timeout, closed, reset).
 
     With an `observer` connection, the probe passes only when the observer also receives a
-    message `probe_observed` accepts, within the same timeout; the latency is then the later of
-    the two. The observer starts listening before the probe leaves, so a fast delivery cannot
-    slip past it.
+    message `probe_observed` accepts, within the same timeout. The latency stays the answer's:
+    the observer is a witness, and its first delivery on a fresh connection can wait for TCP's
+    delayed acknowledgement (40 ms on Linux when the peer runs Nagle's algorithm), which would
+    otherwise set every learned timeout. The observer starts listening before the probe leaves,
+    so a fast delivery cannot slip past it.
     """
     watching: asyncio.Future[Exchange] | None = None
     if observer is not None:
@@ -81,7 +83,7 @@ async def probe_exchange(protocol: Protocol, frame: bytes, conn: Connection, obs
             watching.cancel()
     if seen.outcome != "reply" or seen.reply is None or not protocol.probe_observed(seen.reply):
         return "unobserved", None
-    return "ok", max(exchange.latency, seen.latency)
+    return "ok", exchange.latency
 
 
 class HealthProbe:
