@@ -633,3 +633,15 @@ def test_the_broker_tells_its_version_and_delivers_the_probe(proto: MQTT, connec
     publisher = connect(proto)
     assert proto.probe_ok(publisher.exchange(proto.probe().frame, 2.0))
     assert proto.probe_observed(observer.receive(2.0))
+
+
+def test_no_acknowledgement_is_sent_while_the_broker_waits_inside_a_packet() -> None:
+    """Bytes after the last whole packet start another packet on the broker's side: an automatic
+    PUBACK sent then would become its content, and the broker would reset the connection."""
+    session = V4.session()
+    session.prepare(template(V4, "publish_qos1").encode() + b"\x64")
+    session.feed(publish(b"otfuzz/test", b"x", qos=1, packet_id=9) + ack(4, 1))
+    assert session.take_output() == b"" and session.next_reply() == ack(4, 1)
+    session.prepare(template(V4, "pingreq").encode())  # a fresh, whole frame: back in step
+    session.feed(publish(b"otfuzz/test", b"x", qos=1, packet_id=10))
+    assert session.take_output() == ack(4, 10)

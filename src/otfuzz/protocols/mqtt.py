@@ -892,6 +892,7 @@ class MQTTSession(Session):
         self._replies: list[bytes] = []
         self.connack: bytes | None = None
         self.delivered = 0
+        self._stalled = False
 
     def opening(self) -> list[bytes]:
         return list(self._opening)
@@ -910,6 +911,9 @@ class MQTTSession(Session):
         if self._pending is not None:
             self._owed.append(self._pending)  # unanswered: its answer may still come
         self._pending, self._any, self._read = None, False, None
+        # Bytes past the last whole packet leave the broker inside a packet: an acknowledgement
+        # sent now would become part of it (and the broker would refuse the mixture), so none is.
+        self._stalled = bool(rest)
         self._collected.clear()
         out = bytearray()
         expected: list[tuple[int, int | None]] = []
@@ -972,12 +976,12 @@ class MQTTSession(Session):
             self._receive_publish(pkt)
             return
         if kind == PUBREL and pid is not None:
-            self._output += _ack(PUBCOMP, pid)  # ends the broker's QoS 2 flow
+            self._answer(_ack(PUBCOMP, pid))  # ends the broker's QoS 2 flow
         elif kind == PUBREC and pid is not None and self.in_use.get(pid) == PUBCOMP:
             if self.version == 5 and len(pkt.body) > 2 and pkt.body[2] >= 0x80:
                 self.in_use.pop(pid, None)  # refused: the flow ends here
             else:
-                self._output += _ack(PUBREL, pid)
+                self._answer(_ack(PUBREL, pid))
                 self._released.add(pid)
         elif kind == PUBCOMP and pid in self._released:
             self._released.discard(pid)
@@ -1017,9 +1021,9 @@ class MQTTSession(Session):
                 self._take(pkt.raw)  # a PUBLISH we cannot even acknowledge
             return
         if pkt.qos == 1 and parsed.packet_id:
-            self._output += _ack(PUBACK, parsed.packet_id)
+            self._answer(_ack(PUBACK, parsed.packet_id))
         elif pkt.qos == 2 and parsed.packet_id:
-            self._output += _ack(PUBREC, parsed.packet_id)
+            self._answer(_ack(PUBREC, parsed.packet_id))
         self.delivered += 1
         topic = parsed.topic or b""
         if self.observer_topic is not None and topic == self.observer_topic:
@@ -1030,6 +1034,11 @@ class MQTTSession(Session):
     def _take(self, raw: bytes) -> None:
         self._pending, self._any = None, False
         self._replies.append(raw)
+
+    def _answer(self, packet: bytes) -> None:
+        """Queue an automatic acknowledgement, unless the stream is out of step (see prepare)."""
+        if not self._stalled:
+            self._output += packet
 
 
 # -- the protocol ---------------------------------------------------------------------------
