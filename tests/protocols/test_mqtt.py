@@ -177,7 +177,12 @@ def test_control_characters_and_non_characters_may_be_refused_but_need_not_be() 
         frame = tpl.encode(topic_filter=topic_filter)
         assert V5.check_request(frame) == [] and V5.may_reject(frame) == [f"topic_filter contains the {words}"]
     assert V5.may_reject(tpl.encode()) == []
-    assert V4.may_reject(template(V4, "subscribe").encode() + template(V4, "publish_qos0").encode(topic=b"\x01")) == []
+    # after the answered packet, anything may make the broker close once it has answered
+    after = template(V4, "subscribe").encode() + template(V4, "publish_qos0").encode(topic=b"a/#")
+    assert V4.check_request(after) == []
+    assert V4.may_reject(after) == ["packet 2 after the answered one: topic contains the wildcard # at byte 2"]
+    assert V4.may_reject(template(V4, "subscribe").encode() + b"\xff" * 16) == [
+        "16 bytes after the answered packets do not frame (remaining_length is longer than 4 bytes)"]
 
 
 def test_strings_must_be_well_formed_utf8_without_u0000() -> None:
@@ -282,7 +287,19 @@ def test_deliberate_packet_identifiers_are_left_alone() -> None:
     session = V4.session()
     for pid in (0, 0x1234, 0xFFFF):
         assert id_of(session.prepare(template(V4, "publish_qos1").encode(packet_id=pid))) == pid
-    assert id_of(session.prepare(template(V4, "puback").encode())) == PACKET_ID_AUTO  # the broker's identifier space
+    assert id_of(session.prepare(template(V4, "puback").encode(packet_id=7))) == 7
+
+
+def test_acknowledgement_templates_get_an_identifier_the_broker_never_used() -> None:
+    """PUBACK, PUBREC and PUBCOMP answer the broker's identifiers: a template's must never hit
+    a real flow (mosquitto closes on a PUBCOMP for a QoS 1 message in flight)."""
+    session = V4.session()
+    assert id_of(session.prepare(template(V4, "pubcomp").encode())) == 0xFFFF
+    session.feed(publish(b"otfuzz/test", b"x", qos=2, packet_id=0xFFFF))
+    pubrec = session.prepare(template(V4, "pubrec").encode())
+    assert id_of(pubrec) == 0xFFFE
+    session.feed(ack(6, 0xFFFE))
+    assert session.next_reply() == ack(6, 0xFFFE)  # the PUBREL answering it
 
 
 def test_a_qos2_publish_is_answered_by_pubrec_and_its_pubcomp_never_taken_for_a_reply() -> None:

@@ -832,6 +832,14 @@ def _packet_id_at(pkt: Packet) -> int | None:
     return head + at if at + 2 <= len(body) else None
 
 
+BROKER_IDS = frozenset({PUBACK, PUBREC, PUBCOMP})
+"""Client packets that carry an identifier the broker chose."""
+
+
+def _ack_id_at(pkt: Packet) -> int | None:
+    return 1 + pkt.length_width if len(pkt.body) >= 2 else None
+
+
 def expectation(pkt: Packet) -> tuple[int, int | None] | None:
     """(reply packet type, packet identifier or None) a request packet is answered with, or None."""
     if pkt.type == PUBLISH:
@@ -883,6 +891,7 @@ class MQTTSession(Session):
         self.observer_topic = observer_topic
         self._next_id = 1
         self.in_use: dict[int, int] = {}  # packet id -> the packet type that ends its flow
+        self.broker_ids: set[int] = set()  # identifiers of the broker's own publishes seen here
         self._released: set[int] = set()  # QoS 2 publishes we sent PUBREL for
         self._pending: tuple[int, int | None] | None = None
         self._any = False  # an unframed request: the first thing back is its answer
@@ -896,6 +905,14 @@ class MQTTSession(Session):
 
     def opening(self) -> list[bytes]:
         return list(self._opening)
+
+    def unused_broker_id(self) -> int:
+        """An identifier the broker has not used on this connection (from 65535 down): what the
+        PUBACK, PUBREC and PUBCOMP templates acknowledge, so they never touch a real flow."""
+        for pid in range(0xFFFF, 0, -1):
+            if pid not in self.broker_ids:
+                return pid
+        return 0xFFFF
 
     def allocate(self) -> int:
         """The next packet identifier not in use on this connection (1..65535, wrapping)."""
@@ -917,13 +934,14 @@ class MQTTSession(Session):
         self._collected.clear()
         out = bytearray()
         expected: list[tuple[int, int | None]] = []
-        for pkt in packets:
+        for n, pkt in enumerate(packets):
             raw = bytearray(pkt.raw)
-            at = _packet_id_at(pkt) if pkt.type != PUBREC else None
+            at = _packet_id_at(pkt) if pkt.type not in BROKER_IDS else _ack_id_at(pkt)
             if at is not None and int.from_bytes(raw[at:at + 2], "big") == PACKET_ID_AUTO:
-                raw[at:at + 2] = self.allocate().to_bytes(2, "big")
+                pid = self.allocate() if pkt.type not in BROKER_IDS else self.unused_broker_id()
+                raw[at:at + 2] = pid.to_bytes(2, "big")
                 pkt = Packet(bytes(raw), pkt.length_width)
-            if pkt.type == CONNECT:
+            if pkt.type == CONNECT and n == 0:
                 self.version = 5 if _connect_level_of(pkt.body) == 5 else 4
             elif pkt.type == DISCONNECT:
                 self.ended = True  # we end the connection: nothing may follow on it
@@ -1020,6 +1038,8 @@ class MQTTSession(Session):
             if self._pending is not None or self._any:
                 self._take(pkt.raw)  # a PUBLISH we cannot even acknowledge
             return
+        if parsed.packet_id:
+            self.broker_ids.add(parsed.packet_id)
         if pkt.qos == 1 and parsed.packet_id:
             self._answer(_ack(PUBACK, parsed.packet_id))
         elif pkt.qos == 2 and parsed.packet_id:
@@ -1280,13 +1300,15 @@ class MQTT(Protocol):
     # -- what came back ---------------------------------------------------------------------
 
     def _walk(self, frame: bytes) -> tuple[list[Parsed], bytes, str | None]:
-        """Parse every packet of a request frame, a CONNECT setting the version of the rest."""
+        """Parse every packet of a request frame. A CONNECT that opens the frame (sent without the
+        session's own) sets the version of the rest; a later one is a second CONNECT and changes nothing."""
         packets, rest, problem = split_packets(frame)
         version = self.version
         out = []
-        for pkt in packets:
+        for n, pkt in enumerate(packets):
             parsed = parse_packet(pkt, version, client=True)
-            version = parsed.version
+            if n == 0:
+                version = parsed.version
             out.append(parsed)
         return out, rest, problem
 
@@ -1327,9 +1349,18 @@ class MQTT(Protocol):
         return problems
 
     def may_reject(self, frame: bytes) -> list[str]:
-        """Control characters and non-characters in strings, which mosquitto, for one, refuses."""
-        parsed, _, _ = self._walk(frame)
-        return [note for item in parsed[:_answered(parsed)] for note in item.notes]
+        """Control characters and non-characters in strings (mosquitto, for one, refuses them);
+        and whatever follows the answered packets: the broker answers those first, then may
+        close on what comes after, and a reset can then overtake the answer."""
+        parsed, rest, problem = self._walk(frame)
+        answered = _answered(parsed)
+        notes = [note for item in parsed[:answered] for note in item.notes]
+        if any(expectation(item.packet) is not None for item in parsed):
+            for n, item in enumerate(parsed[answered:], start=answered + 1):
+                notes += [f"packet {n} after the answered one: {p}" for p in item.problems + item.notes]
+            if rest:
+                notes.append(f"{len(rest)} bytes after the answered packets do not frame" + (f" ({problem})" if problem else ""))
+        return notes
 
     def classify(self, request: bytes, reply: bytes) -> ReplyVerdict:
         packets, rest, problem = split_packets(reply)
