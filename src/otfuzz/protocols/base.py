@@ -229,10 +229,10 @@ class Protocol(ABC):
         """
 
     def may_reject(self, frame: bytes) -> list[str]:
-        """Ways a request departs from what the specification recommends where a conforming
-        target MAY reject it (MQTT's control characters in strings): a close, reset or silence
-        after it is then no finding, and, unlike `check_request`, a normal answer is no violation
-        either. Empty by default."""
+        """Ways a request lets a conforming target refuse it without requiring it to (MQTT's
+        control characters in strings, or bytes after the packet answered, which the broker reads
+        only after answering): a close, reset or silence after it is then no finding, and, unlike
+        `check_request`, a normal answer is no violation either. Empty by default."""
         return []
 
     @abstractmethod
