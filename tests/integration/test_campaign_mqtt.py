@@ -202,5 +202,7 @@ def test_stress_smoke_floods_a_read_and_the_observed_probe_holds(tmp_path: Path)
     assert status == "completed"
     floods = {p["group"]: p for p in doc["stress"]["patterns"]}
     assert "SUBSCRIBE" in floods["request-flood"]["flood"] and "PINGREQ" in floods["protocol-flood"]["flood"]
+    step = floods["protocol-flood"]["steps"][0]
+    assert step["offered"]["written"] >= 8 and step["replies"].get("normal", 0) >= step["offered"]["written"] - 2
     assert doc["stress"]["verdicts"]["recovery"]["verdict"] == "pass"
     assert doc["stress"]["verdicts"]["request-flood"]["verdict"] == "pass", doc["stress"]["verdicts"]

@@ -662,3 +662,15 @@ def test_no_acknowledgement_is_sent_while_the_broker_waits_inside_a_packet() -> 
     session.prepare(template(V4, "pingreq").encode())  # a fresh, whole frame: back in step
     session.feed(publish(b"otfuzz/test", b"x", qos=1, packet_id=10))
     assert session.take_output() == ack(4, 10)
+
+
+def test_an_open_loop_flood_gets_every_answer_counted() -> None:
+    """The stress load writes many PINGREQs before reading: each PINGRESP is an answer."""
+    session = V4.session()
+    for _ in range(20):
+        session.prepare(template(V4, "pingreq").encode())
+    session.feed(b"\xd0\x00" * 20)
+    replies = []
+    while (reply := session.next_reply()) is not None:
+        replies.append(reply)
+    assert replies == [b"\xd0\x00"] * 20

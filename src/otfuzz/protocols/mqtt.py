@@ -925,8 +925,9 @@ class MQTTSession(Session):
 
     def prepare(self, frame: bytes) -> bytes:
         packets, rest, _ = split_packets(frame)
-        if self._pending is not None:
-            self._owed.append(self._pending)  # unanswered: its answer may still come
+        # (An earlier request still unanswered is not remembered: the engine drops a connection
+        # whose answer did not come, and a flood's answers are all counted, in any order.)
+        self._owed.clear()
         self._pending, self._any, self._read = None, False, None
         # Bytes past the last whole packet leave the broker inside a packet: an acknowledgement
         # sent now would become part of it (and the broker would refuse the mixture), so none is.
@@ -1024,13 +1025,15 @@ class MQTTSession(Session):
                 del self._owed[n]
                 return
         pending = self._pending
-        if kind == DISCONNECT or self._any or (pending is not None and pending[0] == kind and pending[1] in (None, key[1])):
-            self._take(pkt.raw)
-        elif pending is not None and pending[0] == kind:
-            self._take(pkt.raw)  # the wrong identifier: the classifier says so
-        elif pending is not None and kind not in (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK, PINGRESP):
+        if kind == DISCONNECT or self._any or (pending is not None and pending[0] == kind):
+            self._take(pkt.raw)  # with the wrong identifier the classifier says so
+        elif pending is None and kind != PUBREL:
+            # nobody waits: an answer to a request of an open-loop flood (the stress load writes
+            # many before reading), or a stray the transport drops before its next request
+            self._replies.append(pkt.raw)
+        elif kind not in (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK, PINGRESP):
             self._take(pkt.raw)  # CONNACK, AUTH or a client's packet type: not an answer to anything
-        # else: a late acknowledgement of an earlier request, nobody waits for it
+        # else: an acknowledgement of something else while an answer is awaited: not it
 
     def _receive_publish(self, pkt: Packet) -> None:
         parsed = parse_packet(pkt, self.version, client=False)
