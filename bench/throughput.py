@@ -1,5 +1,6 @@
 """Campaign throughput on loopback: otfuzz against pymodbus and against a minimal responder,
-beside a bare asyncio request/response loop against the same responder.
+beside a bare asyncio request/response loop against the same responder; and otfuzz against
+mosquitto (MQTT 3.1.1 and 5.0) beside a bare PUBLISH QoS 1 / PUBACK loop against it.
 
 Prints figures; asserts nothing (benchmarks are not tests). Every loop is bounded in time.
 
@@ -58,6 +59,29 @@ async def bare_loop(port: int, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
+async def bare_mqtt_loop(port: int, seconds: float, level: int) -> float:
+    """CONNECT once, then PUBLISH at QoS 1 and await its PUBACK, identifiers 1, 2, 3...: the
+    valid request of the MQTT health probe, without otfuzz."""
+    loop = asyncio.get_running_loop()
+    transport, client = await loop.create_connection(_Client, "127.0.0.1", port)
+    transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    props = b"\x00" if level == 5 else b""
+    client.waiter = loop.create_future()
+    transport.write(bytes([0x10, 12 + len(props)]) + b"\x00\x04MQTT" + bytes([level, 2, 0, 60]) + props + b"\x00\x00")
+    await client.waiter
+    topic = b"bench/mqtt"
+    count, end = 0, time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < end:
+        body = len(topic).to_bytes(2, "big") + topic + (count % 65535 + 1).to_bytes(2, "big") + props + b"bench"
+        client.waiter = loop.create_future()
+        transport.write(bytes([0x32, len(body)]) + body)
+        await client.waiter
+        count += 1
+    transport.close()
+    return count / (time.perf_counter() - start)
+
+
 def campaign(url: str, seconds: float, extra: list[str]) -> tuple[float, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
@@ -103,8 +127,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--memory-cases", type=int, default=0, help="also run a campaign of this many cases and report peak RSS")
+    parser.add_argument("--only", choices=("all", "modbus", "mqtt"), default="all")
     args = parser.parse_args()
     results: dict[str, object] = {}
+    if args.only in ("all", "mqtt"):
+        results.update(mqtt_rows(args.seconds))
+    if args.only == "mqtt":
+        print(json.dumps(results, indent=2))
+        return
 
     port = free_port()
     responder = start_server([sys.executable, str(HERE / "responder.py"), "--port", str(port)], port)
@@ -136,6 +166,26 @@ def main() -> None:
     finally:
         stop_server(pymodbus)
     print(json.dumps(results, indent=2))
+
+
+def mqtt_rows(seconds: float) -> dict[str, object]:
+    """mosquitto (Debian, default configuration but a loopback listener and anonymous clients)."""
+    from targets.mosquitto_broker import start_broker, version
+
+    rows: dict[str, object] = {"mosquitto_version": version()}
+    port = free_port()
+    broker = start_broker(port)
+    try:
+        for level in (4, 5):
+            bare = asyncio.run(bare_mqtt_loop(port, seconds, level))
+            rows[f"bare_publish_loop_vs_mosquitto_v{level}_per_s"] = round(bare, 1)
+            rate, info = campaign(f"mqtt://127.0.0.1:{port}?version={level}", seconds, [])
+            rows[f"otfuzz_vs_mosquitto_v{level}_per_s"] = round(rate, 1)
+            rows[f"otfuzz_vs_mosquitto_v{level}"] = info
+            rows[f"ratio_mosquitto_v{level}_to_bare_loop"] = round(rate / bare, 3)
+    finally:
+        stop_server(broker)
+    return rows
 
 
 if __name__ == "__main__":

@@ -674,3 +674,22 @@ def test_an_open_loop_flood_gets_every_answer_counted() -> None:
     while (reply := session.next_reply()) is not None:
         replies.append(reply)
     assert replies == [b"\xd0\x00"] * 20
+
+
+def test_the_pubrel_of_a_delivery_is_never_taken_for_an_answer() -> None:
+    """We subscribe at QoS 2: the broker's PUBREL for a delivery we acknowledged is part of that
+    flow, also while a PUBREC template waits for its own PUBREL, or unframed bytes for anything."""
+    session = V4.session()
+    session.prepare(template(V4, "pubrec").encode(packet_id=0x7FFF))
+    session.feed(publish(b"otfuzz/test", b"x", qos=2, packet_id=15) + ack(6, 15) + ack(6, 0x7FFF))
+    assert session.take_output() == ack(5, 15) + ack(7, 15) + ack(7, 0x7FFF)
+    assert session.next_reply() == ack(6, 0x7FFF) and session.next_reply() is None
+    session.prepare(b"\x82")
+    session.feed(publish(b"otfuzz/test", b"y", qos=2, packet_id=16) + ack(6, 16) + b"\xe0\x00")
+    assert session.next_reply() == b"\xe0\x00"
+
+
+def test_packets_after_a_disconnect_may_go_unanswered() -> None:
+    frame = template(V4, "disconnect").encode() + template(V4, "pingreq").encode()
+    assert V4.check_request(frame) == []
+    assert V4.may_reject(frame) == ["packet 2 after DISCONNECT: the broker may have closed the connection"]

@@ -892,6 +892,7 @@ class MQTTSession(Session):
         self._next_id = 1
         self.in_use: dict[int, int] = {}  # packet id -> the packet type that ends its flow
         self.broker_ids: set[int] = set()  # identifiers of the broker's own publishes seen here
+        self._inbound: set[int] = set()  # QoS 2 deliveries we sent PUBREC for, awaiting the broker's PUBREL
         self._released: set[int] = set()  # QoS 2 publishes we sent PUBREL for
         self._pending: tuple[int, int | None] | None = None
         self._any = False  # an unframed request: the first thing back is its answer
@@ -996,6 +997,9 @@ class MQTTSession(Session):
             return
         if kind == PUBREL and pid is not None:
             self._answer(_ack(PUBCOMP, pid))  # ends the broker's QoS 2 flow
+            if pid in self._inbound:
+                self._inbound.discard(pid)
+                return  # the second half of a delivery the session acknowledged: never an answer
         elif kind == PUBREC and pid is not None and self.in_use.get(pid) == PUBCOMP:
             if self.version == 5 and len(pkt.body) > 2 and pkt.body[2] >= 0x80:
                 self.in_use.pop(pid, None)  # refused: the flow ends here
@@ -1025,7 +1029,7 @@ class MQTTSession(Session):
                 del self._owed[n]
                 return
         pending = self._pending
-        if kind == DISCONNECT or self._any or (pending is not None and pending[0] == kind):
+        if kind == DISCONNECT or (self._any and kind != PUBREL) or (pending is not None and pending[0] == kind):
             self._take(pkt.raw)  # with the wrong identifier the classifier says so
         elif pending is None and kind != PUBREL:
             # nobody waits: an answer to a request of an open-loop flood (the stress load writes
@@ -1047,6 +1051,7 @@ class MQTTSession(Session):
             self._answer(_ack(PUBACK, parsed.packet_id))
         elif pkt.qos == 2 and parsed.packet_id:
             self._answer(_ack(PUBREC, parsed.packet_id))
+            self._inbound.add(parsed.packet_id)
         self.delivered += 1
         topic = parsed.topic or b""
         if self.observer_topic is not None and topic == self.observer_topic:
@@ -1358,6 +1363,10 @@ class MQTT(Protocol):
         parsed, rest, problem = self._walk(frame)
         answered = _answered(parsed)
         notes = [note for item in parsed[:answered] for note in item.notes]
+        for n, item in enumerate(parsed[:answered]):
+            if item.packet.type == DISCONNECT and n + 1 < answered:
+                notes.append(f"packet {n + 2} after DISCONNECT: the broker may have closed the connection")
+                break
         if any(expectation(item.packet) is not None for item in parsed):
             for n, item in enumerate(parsed[answered:], start=answered + 1):
                 notes += [f"packet {n} after the answered one: {p}" for p in item.problems + item.notes]
