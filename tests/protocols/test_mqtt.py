@@ -643,6 +643,22 @@ def test_mosquitto_2_0_accepts_what_mqtt_says_to_refuse(connect) -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("proto", BOTH)
+def test_mosquitto_2_0_skips_a_topic_filter_of_0_bytes_without_its_options_byte(proto: MQTT, connect) -> None:
+    """A bug of mosquitto 2.0.11 (src/handle_subscribe.c: a zero-length filter reads as NULL and
+    the whole entry, options byte included, is skipped), found by a mutated SUBSCRIBE: the byte
+    after an empty filter is read as the length of the next one. MQTT says a filter of 0 bytes is
+    a protocol error (MQTT-4.7.3-1): the broker must close. Here it subscribes to the filter the
+    shifted bytes spell and answers SUBACK. If a later mosquitto closes instead, update the report."""
+    shifted = template(proto, "subscribe_wildcards").encode(topic_filter_2=b"", options_2=0) + b"\x03a/b\x01"
+    frame = proto.repair(shifted)
+    assert proto.check_request(frame) == ["topic_filter_length=865 but 3 bytes follow"]  # read as MQTT says
+    verdict = outcome(connect(proto), proto, frame)
+    # its options byte and the next byte are the length 3 of "a/b", then its QoS 1: two codes, not three
+    assert verdict == "normal: SUBACK granted QoS 0, 1", verdict
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("proto", BOTH)
 def test_the_broker_tells_its_version_and_delivers_the_probe(proto: MQTT, connect) -> None:
     reply = connect(proto).exchange(proto.identify()[0], 2.0)
     assert reply is not None and proto.parse_identity(reply) == {"product": "mosquitto", "revision": version()}

@@ -1407,9 +1407,12 @@ class MQTT(Protocol):
         want_type, want_id = expectation(target.packet)  # type: ignore[misc]
         if pkt.type != want_type:
             return ReplyVerdict(ReplyKind.MALFORMED, f"{pkt.name} answers a {target.packet.name}")
-        if want_id not in (None, PACKET_ID_AUTO) and got.packet_id is not None and got.packet_id != want_id:
+        # A request that does not parse may have been read otherwise by the broker: its fields say
+        # nothing about the answer, which is then judged alone (a normal one is still a violation).
+        trusted = target if not target.problems else None
+        if trusted and want_id not in (None, PACKET_ID_AUTO) and got.packet_id is not None and got.packet_id != want_id:
             return ReplyVerdict(ReplyKind.MALFORMED, f"{pkt.name} for packet_id {got.packet_id}, the request had {want_id}")
-        return _JUDGES[pkt.type](got, target, version)
+        return _JUDGES[pkt.type](got, trusted, version)
 
     def _classify_read(self, packets: list[Packet], version: int) -> ReplyVerdict:
         *messages, last = packets
@@ -1532,10 +1535,10 @@ def _named(pkt_name: str, code: int) -> str:
     return f"{pkt_name} 0x{code:02X} {REASON_CODES.get(code, '')}".rstrip()
 
 
-def _judge_connack(got: Parsed, asked: Parsed, version: int) -> ReplyVerdict:
+def _judge_connack(got: Parsed, asked: Parsed | None, version: int) -> ReplyVerdict:
     code = got.reason_code or 0
     present = bool((got.connect_flags or 0) & 1)
-    clean = bool((asked.connect_flags or 0) & 0x02)
+    clean = asked is not None and bool((asked.connect_flags or 0) & 0x02)
     if version == 4:
         if code not in RETURN_CODES:
             return ReplyVerdict(ReplyKind.MALFORMED, f"CONNACK return code {code} is not defined")
@@ -1550,7 +1553,7 @@ def _judge_connack(got: Parsed, asked: Parsed, version: int) -> ReplyVerdict:
     return ReplyVerdict(ReplyKind.EXCEPTION if code >= 0x80 else ReplyKind.NORMAL, _named("CONNACK", code))
 
 
-def _judge_ack(got: Parsed, asked: Parsed, version: int) -> ReplyVerdict:
+def _judge_ack(got: Parsed, asked: Parsed | None, version: int) -> ReplyVerdict:
     code = got.reason_code or 0
     name = got.packet.name
     if version == 4:
@@ -1558,14 +1561,17 @@ def _judge_ack(got: Parsed, asked: Parsed, version: int) -> ReplyVerdict:
     return ReplyVerdict(ReplyKind.EXCEPTION if code >= 0x80 else ReplyKind.NORMAL, _named(name, code))
 
 
-def _judge_suback(got: Parsed, asked: Parsed, version: int) -> ReplyVerdict:
+def _judge_suback(got: Parsed, asked: Parsed | None, version: int) -> ReplyVerdict:
     codes = list(got.codes)
-    if len(codes) != len(asked.filters):
+    if not codes:
+        return ReplyVerdict(ReplyKind.MALFORMED, "SUBACK without a return code")
+    if asked is not None and len(codes) != len(asked.filters):
         return ReplyVerdict(ReplyKind.MALFORMED, f"SUBACK with {len(codes)} return codes for {len(asked.filters)} topic filters")
     allowed = REASONS_BY_PACKET[SUBACK] if version == 5 else frozenset({0, 1, 2, 0x80})
-    for code, (_, options) in zip(codes, asked.filters):
+    for n, code in enumerate(codes):
         if code not in allowed:
             return ReplyVerdict(ReplyKind.MALFORMED, f"SUBACK return code 0x{code:02X} is not defined")
+        options = asked.filters[n][1] if asked is not None else 2
         if code < 0x80 and code > options & 3:
             return ReplyVerdict(ReplyKind.MALFORMED, f"SUBACK grants QoS {code} above the QoS {options & 3} asked for")
     failed = [c for c in codes if c >= 0x80]
@@ -1575,11 +1581,11 @@ def _judge_suback(got: Parsed, asked: Parsed, version: int) -> ReplyVerdict:
     return ReplyVerdict(ReplyKind.NORMAL, "SUBACK granted QoS " + ", ".join(str(c) for c in codes))
 
 
-def _judge_unsuback(got: Parsed, asked: Parsed, version: int) -> ReplyVerdict:
+def _judge_unsuback(got: Parsed, asked: Parsed | None, version: int) -> ReplyVerdict:
     if version == 4:
         return ReplyVerdict(ReplyKind.NORMAL, "UNSUBACK")
     codes = list(got.codes)
-    if len(codes) != len(asked.filters):
+    if asked is not None and len(codes) != len(asked.filters):
         return ReplyVerdict(ReplyKind.MALFORMED, f"UNSUBACK with {len(codes)} reason codes for {len(asked.filters)} topic filters")
     for code in codes:
         if code not in REASONS_BY_PACKET[UNSUBACK]:
@@ -1590,11 +1596,11 @@ def _judge_unsuback(got: Parsed, asked: Parsed, version: int) -> ReplyVerdict:
     return ReplyVerdict(ReplyKind.NORMAL, ", ".join(_named("UNSUBACK", c) for c in codes))
 
 
-def _judge_pingresp(got: Parsed, asked: Parsed, version: int) -> ReplyVerdict:
+def _judge_pingresp(got: Parsed, asked: Parsed | None, version: int) -> ReplyVerdict:
     return ReplyVerdict(ReplyKind.NORMAL, "PINGRESP")
 
 
-def _judge_auth(got: Parsed, asked: Parsed, version: int) -> ReplyVerdict:
+def _judge_auth(got: Parsed, asked: Parsed | None, version: int) -> ReplyVerdict:
     return ReplyVerdict(ReplyKind.NORMAL, _named("AUTH", got.reason_code or 0))
 
 
