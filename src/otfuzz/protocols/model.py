@@ -75,17 +75,20 @@ class UInt:
         top = self.type_max
         sign = 1 << (self.bits - 1)
         candidates: list[int] = [0, 1, top, top - 1, sign, sign - 1, sign + 1]
+        return self._with_limits(candidates, [0xFF, 0x100] if self.bits > 8 else [])
+
+    def _with_limits(self, candidates: list[int], more: list[int]) -> list[int]:
+        """`candidates`, each limit and the enum's ends and one past them, then `more`: each
+        once, in order, within 0..type_max."""
         for limit in (self.minimum, self.maximum):
             if limit is not None:
                 candidates += [limit - 1, limit, limit + 1]
         if self.enum:
             defined = sorted(self.enum)
             candidates += [defined[0] - 1, defined[-1] + 1]
-        if self.bits > 8:
-            candidates += [0xFF, 0x100]
         seen: list[int] = []
-        for value in candidates:
-            if 0 <= value <= top and value not in seen:
+        for value in candidates + more:
+            if 0 <= value <= self.type_max and value not in seen:
                 seen.append(value)
         return seen
 
@@ -152,17 +155,7 @@ class VarInt(UInt):
         candidates = [0, 1]
         for n in range(1, self.max_bytes + 1):
             candidates += [(1 << (7 * n)) - 1, 1 << (7 * n)]
-        for limit in (self.minimum, self.maximum):
-            if limit is not None:
-                candidates += [limit - 1, limit, limit + 1]
-        if self.enum:
-            defined = sorted(self.enum)
-            candidates += [defined[0] - 1, defined[-1] + 1]
-        seen: list[int] = []
-        for value in candidates:
-            if 0 <= value <= self.type_max and value not in seen:
-                seen.append(value)
-        return seen
+        return self._with_limits(candidates, [])
 
 
 @dataclass(frozen=True)
