@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from targets.mosquitto_broker import start_broker
+from targets.mosquitto_broker import running_broker, start_broker
 from targets.servers import HOST, free_port, stop_server
 
 from otfuzz.monitor.probe import HealthProbe, probe_exchange
@@ -24,12 +24,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def delivering() -> Iterator[int]:
-    port = free_port()
-    proc = start_broker(port)
-    try:
+    with running_broker() as port:
         yield port
-    finally:
-        stop_server(proc)
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +33,8 @@ def dropping(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """Anonymous clients may read the probe topic and write nothing: publishes are acknowledged and dropped."""
     acl = tmp_path_factory.mktemp("acl") / "acl"
     acl.write_text("topic read $otfuzz/probe\n")
-    port = free_port()
-    proc = start_broker(port, [f"acl_file {acl}"])
-    try:
+    with running_broker([f"acl_file {acl}"]) as port:
         yield port
-    finally:
-        stop_server(proc)
 
 
 @pytest.mark.parametrize("version", ["4", "5"])

@@ -9,8 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from conftest import SessionClient
 from hypothesis import given, settings
-from targets.mosquitto_broker import start_broker, version
-from targets.servers import free_port, stop_server
+from targets.mosquitto_broker import running_broker, version
 
 from module_robustness import exercise, near
 from otfuzz.errors import OtfuzzError
@@ -483,12 +482,8 @@ class Client(SessionClient):
 @pytest.fixture(scope="module")
 def broker() -> Iterator[int]:
     """mosquitto on a free port with a generated configuration; yields the port."""
-    port = free_port()
-    proc = start_broker(port)
-    try:
+    with running_broker() as port:
         yield port
-    finally:
-        stop_server(proc)
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -69,6 +70,19 @@ def start_broker(port: int, extra: Sequence[str] = (), ready_timeout: float = 10
     proc.wait(5)
     _remove(proc)
     raise RuntimeError(f"mosquitto not listening on {port} within {ready_timeout} s")
+
+
+@contextmanager
+def running_broker(extra: Sequence[str] = ()) -> Iterator[int]:
+    """A broker on a free port for the length of a `with` block; yields the port."""
+    from targets.servers import free_port, stop_server
+
+    port = free_port()
+    proc = start_broker(port, extra)
+    try:
+        yield port
+    finally:
+        stop_server(proc)
 
 
 def _remove(proc: subprocess.Popen[bytes]) -> None:

@@ -724,12 +724,18 @@ def _reason(r: _Reader, out: Parsed, allowed: frozenset[int]) -> None:
         out.problems.append(f"reason_code={code} is not a reason code of {out.packet.name}")
 
 
-def _parse_subscribe(r: _Reader, out: Parsed, client: bool) -> None:
+def _identified(r: _Reader, out: Parsed) -> None:
+    """The packet identifier (never 0) and, in 5.0, the properties that open SUBSCRIBE,
+    UNSUBSCRIBE, SUBACK and UNSUBACK."""
     out.packet_id = r.integer("packet_id", 2)
     if out.packet_id == 0:
         out.problems.append("packet_id=0 is not allowed")
     if out.version == 5:
-        out.properties = _read_properties(r, "SUBSCRIBE")
+        out.properties = _read_properties(r, out.packet.name)
+
+
+def _parse_subscribe(r: _Reader, out: Parsed, client: bool) -> None:
+    _identified(r, out)
     while r.left():
         topic_filter = r.string("topic_filter")
         out.filters.append((topic_filter, r.integer("options", 1)))
@@ -751,11 +757,7 @@ def _parse_subscribe(r: _Reader, out: Parsed, client: bool) -> None:
 
 
 def _parse_unsubscribe(r: _Reader, out: Parsed, client: bool) -> None:
-    out.packet_id = r.integer("packet_id", 2)
-    if out.packet_id == 0:
-        out.problems.append("packet_id=0 is not allowed")
-    if out.version == 5:
-        out.properties = _read_properties(r, "UNSUBSCRIBE")
+    _identified(r, out)
     while r.left():
         out.filters.append((r.string("topic_filter"), 0))
     if not out.filters:
@@ -765,16 +767,13 @@ def _parse_unsubscribe(r: _Reader, out: Parsed, client: bool) -> None:
 
 
 def _parse_suback(r: _Reader, out: Parsed, client: bool) -> None:
-    out.packet_id = r.integer("packet_id", 2)
-    if out.version == 5:
-        out.properties = _read_properties(r, out.packet.name)
+    _identified(r, out)
     out.codes = r.rest()
 
 
 def _parse_unsuback(r: _Reader, out: Parsed, client: bool) -> None:
-    out.packet_id = r.integer("packet_id", 2)
+    _identified(r, out)
     if out.version == 5:
-        out.properties = _read_properties(r, "UNSUBACK")
         out.codes = r.rest()
 
 
