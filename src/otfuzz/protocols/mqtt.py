@@ -65,6 +65,7 @@ read-only campaign sends. Identity is what the broker publishes, retained, at
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -1306,18 +1307,8 @@ class MQTT(Protocol):
 
     # -- what came back ---------------------------------------------------------------------
 
-    def _walk(self, frame: bytes) -> tuple[list[Parsed], bytes, str | None]:
-        """Parse every packet of a request frame. A CONNECT that opens the frame (sent without the
-        session's own) sets the version of the rest; a later one is a second CONNECT and changes nothing."""
-        packets, rest, problem = split_packets(frame)
-        version = self.version
-        out = []
-        for n, pkt in enumerate(packets):
-            parsed = parse_packet(pkt, version, client=True)
-            if n == 0:
-                version = parsed.version
-            out.append(parsed)
-        return out, rest, problem
+    def _walk(self, frame: bytes) -> tuple[tuple[Parsed, ...], bytes, str | None]:
+        return _walk(bytes(frame), self.version)
 
     def check_request(self, frame: bytes) -> list[str]:
         """Problems of the packets up to the one whose answer is the reply: the broker answers
@@ -1496,6 +1487,22 @@ class MQTT(Protocol):
         if rest:
             parts.append(f"{len(rest)} unframed bytes" + (f" ({problem})" if problem else ""))
         return "; ".join(parts) or "empty frame"
+
+
+@functools.lru_cache(maxsize=64)
+def _walk(frame: bytes, version: int) -> tuple[tuple[Parsed, ...], bytes, str | None]:
+    """Parse every packet of a request frame (kept for the few calls one case makes: the engine
+    asks check_request, may_reject and classify about the same frame; read, never changed).
+    A CONNECT that opens the frame (sent without the session's own) sets the version of the
+    rest; a later one is a second CONNECT and changes nothing."""
+    packets, rest, problem = split_packets(frame)
+    out = []
+    for n, pkt in enumerate(packets):
+        parsed = parse_packet(pkt, version, client=True)
+        if n == 0:
+            version = parsed.version
+        out.append(parsed)
+    return tuple(out), rest, problem
 
 
 def _connect_level_of(body: bytes) -> int | None:
