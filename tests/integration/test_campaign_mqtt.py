@@ -29,6 +29,7 @@ LENIENCIES = (
     "remaining_length=# encoded in # bytes, the minimum is #",  # over-long Remaining Length
     "bytes after the last field of PINGREQ", "but PINGREQ requires #",  # PINGREQ body and flags unchecked
     "bytes after the last field of PUBREL", "bytes after the last field of PUBREC", "but PUBREC requires #",
+    "but PUBACK requires #", "but PUBCOMP requires #",  # flags of PUBACK and PUBCOMP unchecked
     "authentication_data without an authentication_method",
     "share name of # bytes", "shared subscription without a topic filter", "no_local=# on a shared subscription",
     "packet_type=# (SUBACK) is sent by the server only",

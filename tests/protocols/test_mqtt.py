@@ -628,6 +628,9 @@ def test_mosquitto_2_0_accepts_what_mqtt_says_to_refuse(connect) -> None:
     assert outcome(connect(V4), V4, packet(0xC0, b"\x00\x00\x00\x00")) == "normal: PINGRESP"  # PINGREQ has no body
     assert outcome(connect(V4), V4, bytes([0xCF, 0])) == "normal: PINGRESP"  # flags must be 0 (MQTT-2.2.2-2)
     assert outcome(connect(V4), V4, packet(0x62, b"\x00\x07\x00")) == "normal: PUBCOMP id 7"  # 3.1.1 PUBREL is 2 bytes
+    ignored = bytes([0x4F, 2, 0xFF, 0xFF]) + template(V4, "pingreq").encode()  # PUBACK with flags 0xF, then PINGREQ
+    assert V4.check_request(ignored) == ["packet 1: flags=15 but PUBACK requires 0"]
+    assert outcome(connect(V4), V4, ignored) == "normal: PINGRESP"  # the connection should have closed
     auth_data = faults_of(V5, "connect")["authentication data without an authentication method"]
     assert outcome(connect(V5, opening=False), V5, auth_data) == "normal: CONNACK 0x00 Success"  # MQTT 3.1.2.11.10
     for topic_filter in (b"$share//otfuzz", b"$share/otfuzz"):  # MQTT-4.8.2-1 and -2
