@@ -159,6 +159,13 @@ def _server(argv: list[str], udp: bool = False) -> Callable[[], tuple[Any, int]]
     return start
 
 
+def _mosquitto() -> tuple[Any, int]:
+    from targets.mosquitto_broker import start_broker
+
+    port = free_port()
+    return start_broker(port), port
+
+
 def _s7_server() -> tuple[Any, int]:
     from targets.s7_server import start
 
@@ -178,6 +185,8 @@ ROWS: dict[str, tuple[Callable[[], tuple[Any, int]], str, dict[str, list[str]]]]
     "snap7": (_s7_server, "s7://127.0.0.1:{port}", {"boundary_only": ["--groups", "boundary"]}),
     "cpppo": (_server([str(TARGETS / "enip_server.py")]), "enip://127.0.0.1:{port}", {}),
     "bacpypes3": (_server([str(TARGETS / "bacnet_device.py"), "--instance", "999"], udp=True), "bacnet://127.0.0.1:{port}?device=999", {}),
+    "mosquitto-3.1.1": (_mosquitto, "mqtt://127.0.0.1:{port}?version=4", {}),
+    "mosquitto-5": (_mosquitto, "mqtt://127.0.0.1:{port}?version=5", {}),
 }
 
 

@@ -1,13 +1,21 @@
-"""The case runner against a real server: valid requests get the full reply timeout, requests the
-specification says to reject get the shorter silence timeout."""
+"""The case runner against real servers: valid requests get the full reply timeout, requests the
+specification says to reject get the shorter silence timeout; and, against mosquitto, how it
+keeps cases off connections that need a fresh handshake, have ended, or are out of step."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+from targets.mosquitto_broker import running_broker
+from targets.servers import HOST
 
 from otfuzz.engine.executor import CaseRunner
-from otfuzz.protocols.base import ReplyKind
+from otfuzz.monitor.anomaly import first_look
+from otfuzz.protocols.base import ReplyKind, Template
 from otfuzz.protocols.modbus import ModbusTCP
+from otfuzz.protocols.mqtt import MQTT
 
 VALID_READ = bytes.fromhex("000100000006010300000001")
 QUANTITY_ZERO = bytes.fromhex("000200000006010300000000")  # the faulty server rejects it with exception 3
@@ -78,3 +86,90 @@ def test_a_healthy_target_that_resets_on_garbage_is_not_an_anomaly_but_on_a_vali
     assert first_look(garbage.kind, garbage.request_valid, 0) == (False, None)  # a legitimate rejection
     assert valid.kind in (ReplyKind.RESET, ReplyKind.CLOSED) and valid.request_valid
     assert first_look(valid.kind, valid.request_valid, 0) == (True, AnomalyClass.CONNECTION_RESET)
+
+@pytest.fixture(scope="module")
+def mosquitto() -> Iterator[int]:
+    with running_broker() as port:
+        yield port
+
+
+def _on_mqtt(port: int, version: str, body: Callable[[CaseRunner, dict[str, Template]], Awaitable[tuple]]) -> tuple:
+    """Run `body` with a CaseRunner for MQTT `version` against the broker, and its templates by name."""
+    proto = MQTT({"version": version})
+
+    async def run() -> tuple:
+        runner = CaseRunner(proto, HOST, port, timeout=1.0)
+        try:
+            return await body(runner, {t.name: t for t in proto.templates()})
+        finally:
+            runner.drop()
+
+    return asyncio.run(run())
+
+
+def test_a_frame_that_needs_a_fresh_connection_gets_one_also_after_other_frames(mosquitto: int) -> None:
+    """MQTT: a CONNECT case after a valid prefix tests the handshake, on its own connection;
+    sent on the prefix's connection it would be a second CONNECT, which the broker refuses."""
+    async def body(runner: CaseRunner, t: dict[str, Template]) -> tuple:
+        after_prefix = await runner.run_frames([t["subscribe"].encode(), t["connect"].encode()])
+        reused = runner.conn
+        return after_prefix, reused, await runner.run_frames([t["pingreq"].encode()])
+
+    after_prefix, reused, again = _on_mqtt(mosquitto, "4", body)
+    assert after_prefix.kind is ReplyKind.NORMAL and after_prefix.frame_index == 1
+    assert after_prefix.detail == "CONNACK return code 0 (Connection Accepted)"
+    assert reused is None  # a connection that skipped the handshake is never reused
+    assert again.kind is ReplyKind.NORMAL
+
+
+def test_a_close_after_a_request_the_target_may_refuse_is_no_candidate(mosquitto: int) -> None:
+    """mosquitto resets the connection on a control character in a topic, which MQTT lets a
+    broker refuse (Protocol.may_reject): the outcome carries that reason, so it is no anomaly."""
+    async def body(runner: CaseRunner, t: dict[str, Template]) -> tuple:
+        return (await runner.run_frames([t["publish_qos1"].encode(topic=b"otfuzz/\x0b")]),)
+
+    (outcome,) = _on_mqtt(mosquitto, "4", body)
+    assert outcome.kind in (ReplyKind.RESET, ReplyKind.CLOSED)
+    assert outcome.request_problems == ("topic contains the control character U+000B",)
+    assert first_look(outcome.kind, outcome.request_valid, 0) == (False, None)
+
+
+def test_a_connection_the_peer_announced_to_end_carries_no_further_case(mosquitto: int) -> None:
+    """An MQTT 5 broker sends DISCONNECT and then closes: the next case must not be written
+    into the closing connection (it would be reset and look like the target's fault)."""
+    async def body(runner: CaseRunner, t: dict[str, Template]) -> tuple:
+        refused = await runner.run_frames([t["publish_qos1"].encode(packet_id=0)])
+        ended = runner.conn is not None and runner.conn.session.ended
+        alive = runner.conn is not None and runner.conn.alive
+        return refused, ended, alive, await runner.run_frames([t["publish_qos0"].encode(), t["pubrel"].encode()])
+
+    refused, ended, alive, after = _on_mqtt(mosquitto, "5", body)
+    assert refused.kind is ReplyKind.EXCEPTION and refused.detail == "DISCONNECT 0x82 Protocol Error"
+    assert ended and not alive
+    assert after.kind is ReplyKind.NORMAL and after.detail == "PUBCOMP 0x00 Success"
+
+
+def test_a_case_does_not_go_on_after_a_frame_that_ended_the_connection(mosquitto: int) -> None:
+    """A sequence with an MQTT DISCONNECT in its prefix: the frames after it would be written
+    into a closing connection and reset; the case ends at the DISCONNECT instead."""
+    async def body(runner: CaseRunner, t: dict[str, Template]) -> tuple:
+        frames = [t["subscribe"].encode(), t["disconnect"].encode(), t["pingreq"].encode()]
+        return await runner.run_frames(frames), await runner.run_frames([t["pingreq"].encode()])
+
+    ended, after = _on_mqtt(mosquitto, "4", body)
+    assert ended.kind is ReplyKind.CLOSED and ended.frame_index == 1
+    assert ended.close_allowed and not ended.request_valid  # a DISCONNECT may end it: no connection reset
+    assert after.kind is ReplyKind.NORMAL
+
+
+def test_an_unanswered_frame_with_bytes_past_its_framing_drops_the_connection(mosquitto: int) -> None:
+    """A PUBACK followed by the start of a packet that never completes: left on the connection,
+    the next case's bytes would complete that packet and the broker would reset the connection."""
+    async def body(runner: CaseRunner, t: dict[str, Template]) -> tuple:
+        stray = t["puback"].encode() + bytes([0x30, 60]) + b"x" * 20  # a PUBLISH of 60 bytes, 20 present
+        first = await runner.run_frames([stray])
+        return first, runner.conn, await runner.run_frames([t["read_retained"].encode()])
+
+    first, kept, second = _on_mqtt(mosquitto, "4", body)
+    assert first.kind is ReplyKind.NO_REPLY and kept is None
+    assert second.kind is ReplyKind.NORMAL

@@ -68,3 +68,22 @@ def test_sequence_cases_send_valid_prefix_then_faulty_request() -> None:
         assert 2 <= len(case.frames) <= 5
         for frame in case.frames[:-1]:
             assert protocol.check_request(frame) == [], frame.hex()
+
+
+def test_where_the_probe_is_a_write_the_read_only_fallback_is_a_valid_read() -> None:
+    """An MQTT probe is a publish (a second client must receive it): never a read-only case."""
+    from otfuzz.engine.generator import valid_read
+    from otfuzz.protocols.mqtt import MQTT
+    from otfuzz.stress.patterns import valid_flood
+
+    mqtt = MQTT()
+    assert mqtt.is_write(mqtt.probe().frame)
+    frame, request_type, description = valid_read(mqtt)
+    assert request_type == "subscribe" and not mqtt.is_write(frame) and mqtt.check_request(frame) == []
+    assert valid_flood(mqtt).frames == (frame,) and description in valid_flood(mqtt).description
+    gen = CaseGenerator(mqtt, seed=5, read_only=True)
+    assert not mqtt.is_write(gen._fallback)  # what read-only mode sends when every retry was a write
+    cases = [gen.case(i) for i in range(300)]
+    assert not any(mqtt.is_write(f) for c in cases for f in c.frames)
+    modbus = ModbusTCP()
+    assert valid_read(modbus) == (modbus.probe().frame, "probe", modbus.probe().description)

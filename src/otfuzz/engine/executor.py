@@ -197,28 +197,48 @@ class CaseRunner:
                 why = protocol.loopback_only(frame)
                 if why:
                     return CaseOutcome(ReplyKind.NO_REPLY, f"not sent: {why}; only a loopback target may get it", None, 0.0, 0)
-        opening = protocol.needs_opening(frames[0])
-        try:
-            conn = await self.connect(opening)
-        except ConnectionRefusedError:
-            return CaseOutcome(ReplyKind.RESET, "connection refused", None, 0.0, 0)
-        except (TimeoutError, asyncio.TimeoutError):
-            return CaseOutcome(ReplyKind.NO_REPLY, "connect timed out", None, 0.0, 0)
-        except ConnectionError as exc:
-            return CaseOutcome(ReplyKind.CLOSED, f"connection failed: {exc}", None, 0.0, 0)
-        except OSError as exc:  # not a refusal: our side (ports, descriptors) or the network
-            return CaseOutcome(ReplyKind.NO_REPLY, f"connect failed: {exc.strerror or exc}", None, 0.0, 0)
+        # A frame that tests the state before the handshake goes out on a fresh connection
+        # without it, also when a sequence puts it after other frames.
+        fresh = [not protocol.needs_opening(frame) for frame in frames]
+        conn = await self._open(not fresh[0], 0)
+        if isinstance(conn, CaseOutcome):
+            return conn
         last = len(frames) - 1
         try:
-            return await self._exchange_all(conn, frames, last, meanwhile)
+            return await self._exchange_all(conn, frames, last, meanwhile, fresh)
         finally:
-            if not opening:
+            if any(fresh):
                 self.drop_current()  # never reuse a connection that skipped the handshake
 
+    async def _open(self, opening: bool, index: int) -> Connection | CaseOutcome:
+        """A connection for frame `index`, or the outcome that says why there is none."""
+        try:
+            return await self.connect(opening)
+        except ConnectionRefusedError:
+            return CaseOutcome(ReplyKind.RESET, "connection refused", None, 0.0, index)
+        except (TimeoutError, asyncio.TimeoutError):
+            return CaseOutcome(ReplyKind.NO_REPLY, "connect timed out", None, 0.0, index)
+        except ConnectionError as exc:
+            return CaseOutcome(ReplyKind.CLOSED, f"connection failed: {exc}", None, 0.0, index)
+        except OSError as exc:  # not a refusal: our side (ports, descriptors) or the network
+            return CaseOutcome(ReplyKind.NO_REPLY, f"connect failed: {exc.strerror or exc}", None, 0.0, index)
+
     async def _exchange_all(self, conn: Connection, frames: tuple[bytes, ...] | list[bytes], last: int,
-                            meanwhile: Callable[[], object] | None) -> CaseOutcome:
+                            meanwhile: Callable[[], object] | None, fresh: list[bool]) -> CaseOutcome:
         protocol = self.protocol
         for index, frame in enumerate(frames):
+            if index and fresh[index]:
+                opened = await self._open(False, index)
+                if isinstance(opened, CaseOutcome):
+                    return opened
+                conn = opened
+            elif index and not conn.alive:
+                # the frame before ended the connection (it expected no answer): the case ends there
+                self.drop_current()
+                before = frames[index - 1]
+                return CaseOutcome(ReplyKind.CLOSED, "connection ended", None, 0.0, index - 1,
+                                   tuple(protocol.check_request(before) + protocol.may_reject(before)),
+                                   close_allowed=not protocol.keeps_connection(before, b""))
             wait = self.timeout
             # Silence is only recorded as a violation after the full timeout: a request the
             # specification says must be answered even when wrong never gets the short wait.
@@ -247,7 +267,10 @@ class CaseRunner:
                     continue  # (a dropped connection ends the case: the rest would go nowhere)
                 return CaseOutcome(kind, detail, exchange.reply, exchange.latency, index, problems)
             if exchange.outcome == "timeout" and not protocol.expects_reply(frame):
-                if index < last:
+                framed = protocol.frame_length(frame)
+                if framed is not None and framed != len(frame):
+                    self._out_of_step()  # the rest would reach the target as the start of the next request
+                elif index < last:
                     continue
                 return CaseOutcome(ReplyKind.NO_REPLY, "no reply expected", None, 0.0, index)
             if exchange.outcome == "refused":
@@ -256,7 +279,8 @@ class CaseRunner:
                 self.drop_current()
                 return CaseOutcome(ReplyKind.RESET, "connection refused", None, exchange.latency, index)
             framed = protocol.frame_length(frame) in (None, len(frame))
-            problems = tuple(protocol.check_request(frame))
+            # a target may also refuse what the specification only advises against (may_reject)
+            problems = tuple(protocol.check_request(frame) + protocol.may_reject(frame))
             if exchange.outcome == "timeout" and not exchange.leftover:
                 required = protocol.silence_violation(frame)
                 if required:

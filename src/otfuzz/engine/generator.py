@@ -20,6 +20,23 @@ from otfuzz.protocols.base import Protocol
 READ_ONLY_RETRIES = 32
 
 
+def valid_read(protocol: Protocol) -> tuple[bytes, str, str]:
+    """A valid request that changes nothing, as (frame, request type, description): the health
+    probe when it is a read, else the first template that is neither a write nor disruptive,
+    valid, answered and sent after the session's opening. (A probe may itself be a write: an
+    MQTT publish that a second client must receive.)"""
+    probe = protocol.probe()
+    if not protocol.is_write(probe.frame):
+        return probe.frame, "probe", probe.description
+    for template in protocol.templates():
+        frame = template.encode()
+        if (template.writes or template.disruptive or protocol.is_write(frame) or protocol.check_request(frame)
+                or not protocol.expects_reply(frame) or not protocol.needs_opening(frame)):
+            continue
+        return frame, template.name, protocol.describe(frame)
+    raise OtfuzzError(f"{protocol.name}: no valid read-only request to fall back on")
+
+
 class CaseGenerator:
     def __init__(self, protocol: Protocol, seed: int, groups: Sequence[str] | None = None, read_only: bool = False,
                  loopback: bool = True) -> None:
@@ -42,8 +59,9 @@ class CaseGenerator:
             for rank in range(GROUPS[name]):
                 self.schedule.append((name, rank))
         self.weights = {name: GROUPS[name] for name in groups}
-        # The safe fallback when read-only mode rejects every retry: the probe is a known read.
-        self._fallback = protocol.probe().frame
+        # The safe fallback when read-only mode rejects every retry: a known valid read.
+        self._fallback, self._fallback_type, fallback_text = valid_read(protocol)
+        self._fallback_note = f"read-only fallback: {fallback_text}"
 
     @property
     def groups(self) -> list[str]:
@@ -65,7 +83,7 @@ class CaseGenerator:
                     break
                 made = strategy.make(rng.randrange(1 << 30), rng)
             else:
-                return TestCase(case_id, group, (self._fallback,), "probe", "read-only fallback: valid probe request")
+                return TestCase(case_id, group, (self._fallback,), self._fallback_type, self._fallback_note)
         return TestCase(case_id, group, made.frames, made.template, made.description, made.fault)
 
     def _refused(self, frame: bytes) -> bool:

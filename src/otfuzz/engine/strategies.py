@@ -169,7 +169,8 @@ class SequenceStrategy(Strategy):
         self.faulty = list(faulty)
         # The prefix runs on a connection after the opening handshake: a request that makes its own
         # connection (needs_opening False) would only be refused there, so it is never part of one.
-        self.prefixes = [v for v in self.valid if protocol.needs_opening(v)]
+        # Nor does a request after which the target may end the connection (a DISCONNECT).
+        self.prefixes = [v for v in self.valid if protocol.needs_opening(v) and protocol.keeps_connection(v, b"")]
 
     def make(self, index: int, rng: random.Random) -> Made:
         prefix = tuple(rng.choice(self.prefixes) for _ in range(rng.randint(1, 4))) if self.prefixes else ()

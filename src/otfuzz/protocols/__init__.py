@@ -19,6 +19,7 @@ _REGISTRY: dict[str, str] = {
     "bacnet": "otfuzz.protocols.bacnet:BACnetIP",
     "s7": "otfuzz.protocols.s7:S7Comm",
     "enip": "otfuzz.protocols.enip:EtherNetIP",
+    "mqtt": "otfuzz.protocols.mqtt:MQTT",
 }
 
 

@@ -90,6 +90,10 @@ class Session(ABC):
     whatever `take_output()` returns (automatic acknowledgements, keep-alive answers).
     """
 
+    # Set when the peer announced the end of the connection (an MQTT 5 DISCONNECT from the
+    # broker): the connection carries no further case, even before the close itself arrives.
+    ended: bool = False
+
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._output = bytearray()
@@ -198,6 +202,22 @@ class Protocol(ABC):
     def probe_ok(self, reply: bytes) -> bool:
         """True when `reply` is the known good answer to `probe()`."""
 
+    def probe_observer(self) -> Session | None:
+        """A second session that must witness the probe's effect, or None (the default) when the
+        probe's answer alone decides.
+
+        Its `opening()` prepares it (an MQTT client subscribing to the probe topic). The health
+        probe then passes only when the probe is answered (`probe_ok`) and this session, on its
+        own connection, also receives unasked a message for which `probe_observed` is true, both
+        within the probe's deadline. The observer only listens: the monitor waits on it with an
+        exchange of no bytes, which the transport must send as nothing.
+        """
+        return None
+
+    def probe_observed(self, message: bytes) -> bool:
+        """True when `message`, received by the `probe_observer()` session, shows the probe took effect."""
+        return False
+
     @abstractmethod
     def session(self) -> Session:
         """A new per-connection state machine."""
@@ -211,6 +231,13 @@ class Protocol(ABC):
         A conforming target must reject (exception, no reply or close) any request for which
         this list is not empty; answering it normally is a spec violation.
         """
+
+    def may_reject(self, frame: bytes) -> list[str]:
+        """Ways a request lets a conforming target refuse it without requiring it to (MQTT's
+        control characters in strings, or bytes after the packet answered, which the broker reads
+        only after answering): a close, reset or silence after it is then no finding, and, unlike
+        `check_request`, a normal answer is no violation either. Empty by default."""
+        return []
 
     @abstractmethod
     def classify(self, request: bytes, reply: bytes) -> ReplyVerdict:

@@ -50,7 +50,7 @@ from typing import Any
 
 from otfuzz.errors import DecodeError, OtfuzzError
 from otfuzz.protocols.base import OptionSpec, Probe, Protocol, ReplyKind, ReplyVerdict, Session, Template, distinct_faults
-from otfuzz.protocols.model import REST, Bytes, Field, Length, MessageType, UInt
+from otfuzz.protocols.model import Bytes, Field, Length, MessageType, UInt
 
 HEADER_SIZE = 24
 MAX_DATA = 65511  # largest encapsulated data: 65535 less the header

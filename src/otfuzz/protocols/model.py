@@ -75,17 +75,20 @@ class UInt:
         top = self.type_max
         sign = 1 << (self.bits - 1)
         candidates: list[int] = [0, 1, top, top - 1, sign, sign - 1, sign + 1]
+        return self._with_limits(candidates, [0xFF, 0x100] if self.bits > 8 else [])
+
+    def _with_limits(self, candidates: list[int], more: list[int]) -> list[int]:
+        """`candidates`, each limit and the enum's ends and one past them, then `more`: each
+        once, in order, within 0..type_max."""
         for limit in (self.minimum, self.maximum):
             if limit is not None:
                 candidates += [limit - 1, limit, limit + 1]
         if self.enum:
             defined = sorted(self.enum)
             candidates += [defined[0] - 1, defined[-1] + 1]
-        if self.bits > 8:
-            candidates += [0xFF, 0x100]
         seen: list[int] = []
-        for value in candidates:
-            if 0 <= value <= top and value not in seen:
+        for value in candidates + more:
+            if 0 <= value <= self.type_max and value not in seen:
                 seen.append(value)
         return seen
 
@@ -101,6 +104,65 @@ class Length(UInt):
     covers: Sequence[str] | str = REST
     unit: int = 1
     adjust: int = 0
+
+
+@dataclass(frozen=True)
+class VarInt(UInt):
+    """An unsigned integer of 1..`max_bytes` bytes, seven bits per byte, least significant group
+    first, the top bit of a byte saying that another follows (MQTT's Variable Byte Integer).
+
+    Encoding always uses the fewest bytes; an over-long encoding (0x80 0x00 for 0) is a fault to
+    write as bytes. `bits` is unused: the width depends on the value.
+    """
+
+    max_bytes: int = 4
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_bytes <= 8:
+            raise ValueError(f"field {self.name}: max_bytes must be 1..8")
+
+    @property
+    def width(self) -> int:
+        """The widest encoding (the placeholder size of a field not yet computed)."""
+        return self.max_bytes
+
+    @property
+    def type_max(self) -> int:
+        return (1 << (7 * self.max_bytes)) - 1
+
+    def encode(self, value: int) -> bytes:
+        value = int(value) & self.type_max
+        out = bytearray()
+        while True:
+            byte, value = value & 0x7F, value >> 7
+            out.append(byte | (0x80 if value else 0))
+            if not value:
+                return bytes(out)
+
+    def decode(self, data: bytes, offset: int) -> tuple[int, int]:
+        value = 0
+        for n in range(self.max_bytes):
+            if offset + n >= len(data):
+                raise DecodeError(f"{self.name}: variable byte integer cut after {n} bytes at offset {offset}")
+            byte = data[offset + n]
+            value |= (byte & 0x7F) << (7 * n)
+            if not byte & 0x80:
+                return value, offset + n + 1
+        raise DecodeError(f"{self.name}: variable byte integer longer than {self.max_bytes} bytes at offset {offset}")
+
+    def boundary_values(self) -> list[int]:
+        """Where the encoded width changes (127/128, 16383/16384...), the limits and the maximum."""
+        candidates = [0, 1]
+        for n in range(1, self.max_bytes + 1):
+            candidates += [(1 << (7 * n)) - 1, 1 << (7 * n)]
+        return self._with_limits(candidates, [])
+
+
+@dataclass(frozen=True)
+class VarLength(VarInt, Length):
+    """A length field encoded as a variable byte integer (MQTT's Remaining Length and Property
+    Length). Lengths are computed last field first, so a variable length that covers another
+    one (the Remaining Length covering a Property Length) sees that one's real width."""
 
 
 @dataclass(frozen=True)
@@ -236,7 +298,9 @@ class MessageType:
             elif not isinstance(f, (Length, Checksum)) or f.name in merged:
                 parts[f.name] = f.encode(merged.get(f.name, f.default))
         names = [f.name for f in self.fields]
-        for f in self.fields:  # lengths first: checksums usually cover them
+        # Lengths first (checksums usually cover them), the last field first: a length that
+        # covers a later length of variable width must count that one's real width.
+        for f in reversed(self.fields):
             if isinstance(f, Length) and f.name not in parts:
                 covered = self._covered(f, names)
                 size = sum(len(parts.get(n, b"\0" * _static_width(self.field_named(n)))) for n in covered)
@@ -270,7 +334,7 @@ class MessageType:
         names: list[str] = []
         codes = ""
         for f in self.fields:
-            if not isinstance(f, UInt) or f.bits not in _STRUCT_CODES or f.endian != "big":
+            if not isinstance(f, UInt) or isinstance(f, VarInt) or f.bits not in _STRUCT_CODES or f.endian != "big":
                 break
             names.append(f.name)
             codes += _STRUCT_CODES[f.bits]

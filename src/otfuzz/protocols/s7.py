@@ -1703,7 +1703,7 @@ def _szl_records(data: bytes) -> tuple[int, int, int, list[bytes]] | str:
     """(SZL ID, index, record size, records) of a read-SZL answer's data part, or why not."""
     if len(data) < 4:
         return f"SZL data part of {len(data)} octets"
-    code, size, length = data[0], data[1], (data[2] << 8) | data[3]
+    code, length = data[0], (data[2] << 8) | data[3]
     body = data[4:]
     if code != SUCCESS:
         return return_code_text(code)

@@ -2,7 +2,8 @@
 
 While load runs, a separate process keeps doing the essential function at its normal cadence,
 like the master of a control loop: one valid request per cycle on a persistent connection, an
-answer judged against the expected value, and a deadline. A cycle without a good answer in time
+answer judged against the expected value, and a deadline. The protocol's health probe also
+needs its observer's witness where the protocol names one (monitor.probe.probe_exchange). A cycle without a good answer in time
 is a missed cycle. Running it in its own process means the flood's event loop cannot delay it:
 what the monitor measures is the target, not otfuzz's own scheduling. Both processes use the
 same system-wide monotonic clock, so cycles line up with the load timeline.
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otfuzz.errors import OtfuzzError
+from otfuzz.monitor.probe import probe_exchange
 from otfuzz.protocols.base import Protocol, ReplyKind
 from otfuzz.transport import open_connection
 from otfuzz.transport.target import Target
@@ -143,6 +145,8 @@ async def _cycles(control: Any, target: Target, host: str, port: int, function: 
 
     protocol = protocol_for(target)
     conn: Connection | None = None
+    observed = function.mode == "probe" and protocol.probe_observer() is not None
+    observer: Connection | None = None
     start = time.monotonic()
     cadence, deadline = function.cadence, function.deadline
     max_cycles = int(max_duration / cadence) + 2
@@ -159,17 +163,26 @@ async def _cycles(control: Any, target: Target, host: str, port: int, function: 
             latency: float | None = None
             reason = "ok"
             try:
-                if conn is None or not conn.alive:
-                    if conn is not None:
-                        conn.close()
+                if conn is None or not conn.alive or (observed and (observer is None or not observer.alive)):
+                    for each in (conn, observer):
+                        if each is not None:
+                            each.close()
+                    conn = observer = None
+                    if observed:
+                        observer = await open_connection(protocol, host, port, deadline, session=protocol.probe_observer())
                     conn = await open_connection(protocol, host, port, deadline)
                 remaining = max(0.001, deadline - (time.perf_counter() - begin))
-                exchange = await conn.exchange(function.request, remaining)
-                if exchange.outcome == "reply" and exchange.reply is not None:
-                    latency = time.perf_counter() - begin
-                    reason = function.judge(protocol, exchange.reply)
+                if observer is not None:
+                    reason, _ = await probe_exchange(protocol, function.request, conn, observer, remaining)
+                    if reason in ("ok", "bad-reply"):
+                        latency = time.perf_counter() - begin
                 else:
-                    reason = exchange.outcome
+                    exchange = await conn.exchange(function.request, remaining)
+                    if exchange.outcome == "reply" and exchange.reply is not None:
+                        latency = time.perf_counter() - begin
+                        reason = function.judge(protocol, exchange.reply)
+                    else:
+                        reason = exchange.outcome
             except ConnectionRefusedError:
                 reason = "refused"
             except (TimeoutError, asyncio.TimeoutError):
@@ -178,10 +191,12 @@ async def _cycles(control: Any, target: Target, host: str, port: int, function: 
                 reason = "closed"
             except OSError:
                 reason = "refused"
-            if reason != "ok" and conn is not None:
+            if reason != "ok":
                 # A late answer must never be taken for the next cycle's: start afresh.
-                conn.close()
-                conn = None
+                for each in (conn, observer):
+                    if each is not None:
+                        each.close()
+                conn = observer = None
             control.send((scheduled, latency, reason == "ok", reason))
             # A cycle that overran its slot (scheduler stall) skips slots: each is a missed cycle.
             next_k = k + 1
@@ -190,8 +205,9 @@ async def _cycles(control: Any, target: Target, host: str, port: int, function: 
                 control.send((start + skipped * cadence, None, False, "overrun"))
             k = max(next_k, behind)
     finally:
-        if conn is not None:
-            conn.close()
+        for each in (conn, observer):
+            if each is not None:
+                each.close()
 
 
 def _monitor_main(control: Any, target: Target, host: str, port: int, function: EssentialFunction,

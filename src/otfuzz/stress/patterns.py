@@ -330,9 +330,12 @@ class FloodFrames:
 
 
 def valid_flood(protocol: Protocol) -> FloodFrames:
-    """The valid-request flood repeats the protocol's health-probe read: valid, read-only, always answered."""
-    probe = protocol.probe()
-    return FloodFrames((probe.frame,), f"valid request: {probe.description}", (False,))
+    """The valid-request flood repeats the protocol's health-probe read: valid, read-only, always
+    answered (where the probe is a write, the first such template: engine.generator.valid_read)."""
+    from otfuzz.engine.generator import valid_read
+
+    frame, _, description = valid_read(protocol)
+    return FloodFrames((frame,), f"valid request: {description}", (False,))
 
 
 def malformed_flood(protocol: Protocol, seed: int, count: int = 64, loopback: bool = True) -> FloodFrames:

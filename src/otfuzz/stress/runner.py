@@ -55,7 +55,8 @@ MAX_RESOURCE_POINTS = 600
 
 # How the essential function's cycle outcomes are counted in the store's reply classes.
 _CYCLE_KIND = {"ok": "normal", "bad-reply": "malformed", "exception": "exception", "timeout": "no-reply",
-               "connect-timeout": "no-reply", "overrun": "no-reply", "closed": "closed", "reset": "reset", "refused": "reset"}
+               "connect-timeout": "no-reply", "overrun": "no-reply", "closed": "closed", "reset": "reset", "refused": "reset",
+               "unobserved": "no-reply"}
 
 
 @dataclass

@@ -23,7 +23,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from otfuzz.protocols.base import Protocol
+    from otfuzz.protocols.base import Protocol, Session
     from otfuzz.transport.tcp import Connection
 
 # Protocol.transport -> module with a `Connection` class offering `open(host, port, session, timeout, opening)`.
@@ -32,12 +32,15 @@ TRANSPORTS = {"tcp": "otfuzz.transport.tcp", "udp": "otfuzz.transport.udp"}
 REUSE_STREAM, REUSE_ALWAYS, REUSE_CASE = "stream", "always", "case"
 
 
-async def open_connection(protocol: Protocol, host: str, port: int, timeout: float, opening: bool = True) -> Connection:
-    """A new connection carrying a new session of `protocol` (raises ConnectionRefusedError,
-    TimeoutError or OSError like a socket would); runs the opening handshake unless told not to."""
+async def open_connection(protocol: Protocol, host: str, port: int, timeout: float, opening: bool = True,
+                          session: Session | None = None) -> Connection:
+    """A new connection carrying `session` (by default a new `protocol.session()`; raises
+    ConnectionRefusedError, TimeoutError or OSError like a socket would); runs the session's
+    opening handshake unless told not to."""
     module = importlib.import_module(TRANSPORTS[protocol.transport])
     options = {name: protocol.options[name] for name in getattr(module, "OPTIONS", ()) if name in protocol.options}
-    return await module.Connection.open(host, port, protocol.session(), timeout, opening=opening, **options)  # type: ignore[no-any-return]
+    carried = session if session is not None else protocol.session()
+    return await module.Connection.open(host, port, carried, timeout, opening=opening, **options)  # type: ignore[no-any-return]
 
 
 def connection_oriented(protocol: Protocol) -> bool:

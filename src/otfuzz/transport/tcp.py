@@ -162,7 +162,7 @@ class Connection:
 
     @property
     def alive(self) -> bool:
-        return self._wire.lost is None and not self._transport.is_closing()
+        return self._wire.lost is None and not self._transport.is_closing() and not self._wire.session.ended
 
     @property
     def session(self) -> Session:
