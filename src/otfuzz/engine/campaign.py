@@ -465,7 +465,13 @@ class Campaign:
         kind = request_type.request_type if isinstance(request_type, Trigger) else str(request_type)
         if kind in self._silent_types:
             return
-        late = await runner.await_late(case.case_id, until)
+        # Wait until the answer is overdue by the slow-reply threshold, then probe once: a prompt
+        # probe answer while this request is still unanswered shows the target serving others.
+        overdue = min(until, time.perf_counter() + max(0.0, self.slow_threshold - outcome.latency) + 0.001)
+        late = await runner.await_late(case.case_id, overdue)
+        if late is None and time.perf_counter() < until:
+            self._record_probe(await self.probe.check())
+            late = await runner.await_late(case.case_id, until)
         if late is None:
             self._silent_types.add(kind)
             self._log("silent", f"{kind}: a valid request was not answered within {self.grace:g} s while the target was healthy")
@@ -478,8 +484,9 @@ class Campaign:
             return  # late only against our tight timeout, or not an answer: nothing to report
         if any(start < late.sent_at + late.latency and end > late.sent_at for start, end in self._outages):
             return  # the target was down or hung while this answer waited: it says nothing of the request
-        if not any(late.sent_at < t < late.sent_at + late.latency for t in self._answers):
-            return  # nothing else was answered meanwhile: the whole target may have stalled, not this request
+        overdue = late.sent_at + self.slow_threshold
+        if not any(overdue < t < late.sent_at + late.latency for t in self._answers):
+            return  # nothing else was answered while it was overdue: the whole target may have stalled
         outcome = CaseOutcome(late.kind, f"answered after {late.latency * 1000:.0f} ms: {late.detail}", late.reply,
                               late.latency, len(late.case.frames) - 1)
         await self._check_health(late.case, outcome, AnomalyClass.SLOW_REPLY, runner)
