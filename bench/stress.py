@@ -30,7 +30,8 @@ from targets.servers import free_port, start_server, stop_server  # noqa: E402
 
 from otfuzz.protocols.modbus import ModbusTCP  # noqa: E402
 from otfuzz.stress.load import LoadGenerator, LoadStats  # noqa: E402
-from otfuzz.stress.patterns import FloodFrames, Step, valid_flood  # noqa: E402
+from otfuzz.stress.floods import valid_flood  # noqa: E402
+from otfuzz.stress.patterns import FloodFrames, Step  # noqa: E402
 
 REQUEST_SIZE = 12
 REPLY = bytes.fromhex("7072000000050103020000")  # read of one holding register: value 0

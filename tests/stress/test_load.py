@@ -11,7 +11,8 @@ import pytest
 
 from otfuzz.protocols.modbus import ModbusTCP
 from otfuzz.stress.load import LoadGenerator, LoadStats
-from otfuzz.stress.patterns import Step, valid_flood
+from otfuzz.stress.floods import valid_flood
+from otfuzz.stress.patterns import Step
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,8 @@ import pytest
 
 from otfuzz.errors import OtfuzzError
 from otfuzz.protocols.modbus import ModbusTCP
-from otfuzz.stress.patterns import GROUPS, PROFILES, Ceilings, Level, Levels, Step, malformed_flood, protocol_flood, valid_flood
+from otfuzz.stress.floods import malformed_flood, protocol_flood, valid_flood
+from otfuzz.stress.patterns import GROUPS, PROFILES, Ceilings, Level, Levels, Step
 
 
 def test_profile_steps_scale_with_the_levels_the_operator_sets() -> None:

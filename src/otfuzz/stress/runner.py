@@ -39,10 +39,8 @@ from otfuzz.stress.patterns import (
     Levels,
     PatternPlan,
     Step,
-    malformed_flood,
-    protocol_flood,
-    valid_flood,
 )
+from otfuzz.stress.floods import malformed_flood, protocol_flood, valid_flood
 from otfuzz.stress.verdicts import FAIL, INCONCLUSIVE, NOT_RUN, PASS, Thresholds, judge_recovery, judge_resources, judge_step, worst
 from otfuzz.transport import connection_oriented
 from otfuzz.transport.target import Scope, is_loopback, parse_target
