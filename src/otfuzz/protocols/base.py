@@ -339,6 +339,11 @@ class Protocol(ABC):
         replies also carry timestamps or per-message counters return only the values."""
         return reply
 
+    def reply_values(self, request: bytes, reply: bytes) -> list[int]:
+        """Numbers a normal reply reports (register values, addresses, counts, identifiers):
+        the dictionary offers them to later cases. Default: none."""
+        return []
+
     def stress_flood(self) -> tuple[bytes, str] | None:
         """The protocol's own cheap, always-answered message (echo, link test, keep-alive),
         with its name: flooding it loads the stack below the application. None: there is none."""

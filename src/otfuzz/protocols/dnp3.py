@@ -829,6 +829,15 @@ class DNP3(Protocol):
     def session(self) -> Session:
         return DNP3Session(self.outstation, self.master)
 
+    def dictionary(self) -> Mapping[str, Sequence[int | bytes]]:
+        """CROB control codes (pulse on/off, latch on/off, close/trip, with queue and clear
+        bits), object header qualifiers, application functions, defined groups."""
+        codes = [0x01, 0x02, 0x03, 0x04, 0x41, 0x81, 0x10, 0x20, 0x00, 0x0F, 0xC1]
+        qualifiers = sorted(QUALIFIERS)
+        return {"control_code": codes, **{f"qualifier{n}": qualifiers for n in ("", "_2", "_3")}, "qualifier": qualifiers,
+                "function": sorted(k for k in FUNCTIONS if k < RESPONSE), "op_count": [0, 1, 255],
+                "status": sorted(CONTROL_STATUS)}
+
     def stress_flood(self) -> tuple[bytes, str] | None:
         """Link-layer REQUEST_LINK_STATUS (fc 9): answered below the application layer."""
         template = next(t for t in self._templates if t.name == "request_link_status")

@@ -265,7 +265,9 @@ FORWARD_OPEN_REPLY = MessageType(
 def _logical(kind: str, value: int, bits: int = 8, prefix: str = "") -> list[Field]:
     """A logical segment (class, instance, member, attribute) in the 8-, 16- or 32-bit format."""
     code = 0x20 | LOGICAL_TYPES[kind] << 2 | {8: 0, 16: 1, 32: 2}[bits]
-    head = [_u(f"{prefix}{kind}_segment", 8, code)]
+    # one defined value: another segment type (a network segment, a reserved format) is another
+    # path, which check_request names and the structural group sends on purpose
+    head = [_u(f"{prefix}{kind}_segment", 8, code, enum={code: f"{kind} segment, {bits}-bit"})]
     if bits > 8:
         head.append(_u(f"{prefix}{kind}_pad", 8))
     return [*head, _u(f"{prefix}{kind}_id", bits, value)]
@@ -274,7 +276,7 @@ def _logical(kind: str, value: int, bits: int = 8, prefix: str = "") -> list[Fie
 def _symbolic(name: bytes, prefix: str = "") -> list[Field]:
     """An ANSI extended symbolic segment: 0x91, length, the name, a pad octet when it is odd."""
     return [
-        _u(f"{prefix}symbol_segment", 8, SYMBOL_SEGMENT),
+        _u(f"{prefix}symbol_segment", 8, SYMBOL_SEGMENT, enum={SYMBOL_SEGMENT: "ANSI extended symbolic segment"}),
         Length(f"{prefix}symbol_length", 8, covers=(f"{prefix}symbol",)),
         Bytes(f"{prefix}symbol", size_from=f"{prefix}symbol_length", default=name, max_size=255),
         Bytes(f"{prefix}symbol_pad", size=len(name) % 2, default=bytes(len(name) % 2)),

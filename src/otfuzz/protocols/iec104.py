@@ -603,6 +603,23 @@ class IEC104(Protocol):
     def templates(self) -> Sequence[Template]:
         return self._templates
 
+    def dictionary(self) -> Mapping[str, Sequence[int | bytes]]:
+        """Qualifiers with a meaning: QOI station and group interrogation (20..36), QCC counter
+        requests, SCO/DCO/RCO select/execute with pulse qualifiers, causes of transmission,
+        type identifiers, the broadcast common address."""
+        return {
+            "qoi": [20, *range(21, 37), 0, 37, 255],
+            "qcc": [1, 2, 3, 4, 5, 0x41, 0x45, 0x81, 0xC5],
+            "sco": [0x00, 0x01, 0x80, 0x81, 0x04, 0x08, 0x0C],
+            "dco": [0x01, 0x02, 0x81, 0x82, 0x05, 0x06],
+            "rco": [0x01, 0x02, 0x81, 0x82],
+            "qrp": [1, 2, 0, 3],
+            "qos": [0x00, 0x80],
+            "cot": [6, 8, 3, 7, 10, 44, 45, 46, 47],
+            "type_id": sorted(TYPE_IDS),
+            "ca": [0xFFFF, 0, self.options["ca"]],
+        }
+
     def stress_flood(self) -> tuple[bytes, str] | None:
         """U-frame TESTFR act: the link test every station must confirm."""
         return u_frame(TESTFR_ACT), "U-frame TESTFR act"

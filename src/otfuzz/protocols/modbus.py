@@ -831,6 +831,35 @@ class ModbusTCP(Protocol):
         code = frame[HEADER_SIZE]
         return f"{'user_defined' if code in USER_DEFINED else 'undefined'}_function_0x{code:02x}"
 
+    def reply_values(self, request: bytes, reply: bytes) -> list[int]:
+        """Register values of read replies (fc 3, 4, 23) and the address a write echoes."""
+        if len(reply) < HEADER_SIZE + 2 or reply[HEADER_SIZE] & 0x80:
+            return []
+        code = reply[HEADER_SIZE]
+        if code in (3, 4, 23):
+            data = reply[HEADER_SIZE + 2 :]
+            return list(dict.fromkeys(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data) - 1, 2)))[:16]
+        if code in (5, 6, 15, 16) and len(reply) >= HEADER_SIZE + 3:
+            return [int.from_bytes(reply[HEADER_SIZE + 1 : HEADER_SIZE + 3], "big")]
+        return []
+
+    def dictionary(self) -> Mapping[str, Sequence[int | bytes]]:
+        """Values the specification gives a meaning: coil states, diagnostics data, MEI types,
+        device identification object ids and codes, file record reference types."""
+        return {
+            "value": [0x0000, 0xFF00],
+            "sub_function": sorted(_DIAGNOSTIC_NAMES),
+            "data": [0x0000, 0xFF00, 0xA537],
+            "mei_type": [0x0D, 0x0E],
+            "read_device_id_code": [1, 2, 3, 4],
+            "object_id": [0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x80, 0xFF],
+            "reference_type": [6],
+            "function_code": [1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 15, 16, 17, 20, 21, 22, 23, 24, 43, 90],
+            "unit_id": [0, 1, 247, 255],
+            "and_mask": [0x0000, 0xFFFF, 0xF2F2],
+            "or_mask": [0x0000, 0xFFFF, 0x0025],
+        }
+
     def stress_flood(self) -> tuple[bytes, str] | None:
         """Diagnostics 8/0 (return query data): Modbus's own loopback test."""
         return _BY_SUB[(8, 0)].message.encode(transaction_id=1, unit_id=self.options["unit"]), "diagnostics/return_query_data"

@@ -1314,9 +1314,12 @@ class S7Comm(Protocol):
         return _classify_job(asked if want is not None else None, pdu)
 
     def keeps_connection(self, request: bytes, reply: bytes) -> bool:
-        """A job whose function otfuzz does not model (CPU services, the download and upload
-        functions) may be one the target does not serve at all: it may end the connection."""
+        """A COTP disconnect request ends the connection; a job whose function otfuzz does not
+        model (CPU services, the download and upload functions) may be one the target does not
+        serve at all: it may end the connection."""
         asked = last_request(request)
+        if not reply and asked is not None and asked.kind in (COTP_DR, COTP_DC, COTP_ER):
+            return False  # a disconnect (or an error) asks the target to end the connection
         if reply or asked is None or asked.kind != COTP_DT or asked.s7 is None or asked.s7.rosctr != JOB:
             return True
         return asked.s7.function in (SETUP_COMMUNICATION, READ_VAR, WRITE_VAR, PI_SERVICE, PLC_STOP)
