@@ -23,9 +23,11 @@ def test_three_zone_plan_protects_the_highest_sl_t_zone_first() -> None:
     assert kinds.index(("control", "policy")) < kinds.index(("control", "fuzz"))  # cheap policy test before fuzzing
     control_fuzz = next(e for e in plan.entries if e.zone == "control" and e.kind == "fuzz" and e.protocol == "modbus")
     supervisory_fuzz = next(e for e in plan.entries if e.zone == "supervisory" and e.kind == "fuzz")
-    # depth follows max(SL-T FR3, FR7): control 3 -> all four groups, 2 h; supervisory 2 -> three groups, 30 min
-    assert control_fuzz.groups == ["boundary", "structural", "mutation", "sequence"] and control_fuzz.duration_s == 7200
-    assert supervisory_fuzz.groups == ["boundary", "structural", "mutation"] and supervisory_fuzz.duration_s == 1800
+    # depth follows max(SL-T FR3, FR7): control 3 -> every group, 2 h; supervisory 2 -> no sequences or connection
+    # patterns, 30 min
+    assert control_fuzz.groups == ["boundary", "structural", "mutation", "sequence", "pairs", "connection"]
+    assert control_fuzz.duration_s == 7200
+    assert supervisory_fuzz.groups == ["boundary", "structural", "mutation", "pairs"] and supervisory_fuzz.duration_s == 1800
     # the live PLC is fuzzed read-only; the gateway is reached through the firewall's published port
     assert control_fuzz.read_only and not supervisory_fuzz.read_only
     assert supervisory_fuzz.target == "modbus://10.10.0.1:1502?unit=1" and supervisory_fuzz.scope == ["10.10.0.1"]

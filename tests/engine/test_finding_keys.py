@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from otfuzz.engine.findings import (
+    Condition,
     FindingBook,
     FindingState,
+    FrameValues,
     TargetEvidence,
     Trigger,
     blank_values,
@@ -122,3 +124,43 @@ def test_merging_moves_aliases_triggers_and_counters() -> None:
     book.match(["x|valid request"])
     book.merge(a, b)
     assert book.lookup("ka") is b and book.resolve(1) is b and b.matched == 1 and "x|valid request" in b.triggers
+
+
+def _template(name: str):  # type: ignore[no-untyped-def]
+    return next(t for t in ModbusTCP().templates() if t.name == name)
+
+
+def test_a_condition_names_the_values_a_valid_trigger_needs_and_ties_shared_ones_to_the_earlier_step() -> None:
+    values = FrameValues(ModbusTCP())
+    read, write = _template("read_holding_registers"), _template("write_single_register")
+    broadcast = read.encode(unit_id=0, quantity=125)
+    assert values.condition([broadcast]) == Condition("read_holding_registers", (), (("quantity", "125"), ("unit_id", "0")))
+    # write register 256, then read it: "256" ties the two steps, it is no constant the defect needs
+    state = [write.encode(address=256, value=7), read.encode(address=256)]
+    assert values.condition(state) == Condition("read_holding_registers", ("a write",), ())
+    assert values.condition([read.encode()]) == Condition("read_holding_registers")
+    assert not Condition("read_holding_registers")
+    multiple = _template("write_multiple_registers").encode()
+    assert values.meets([multiple, read.encode(address=9)], values.condition(state))  # any write, then a valid read
+    assert not values.meets([read.encode()], values.condition(state))
+    assert not values.meets([read.encode(quantity=125)], values.condition([broadcast]))
+
+
+def test_a_finding_with_a_condition_holds_back_only_the_cases_that_meet_it() -> None:
+    protocol, values = ModbusTCP(), FrameValues(ModbusTCP())
+    read = _template("read_holding_registers")
+    broadcast = read.encode(unit_id=0, quantity=125)
+    book = FindingBook(rate=1000)
+    condition = values.condition([broadcast])
+    state = FindingState(1, "k|needs quantity=125, unit_id=0", "crash", aliases={"k"}, condition=condition)
+    book.add(state)
+    book.confirm(state, [trigger_of(protocol, broadcast).text])
+
+    def held(frames: list[bytes]) -> bool:
+        triggers = [trigger_of(protocol, f) for f in frames]
+        return book.match(triggers, triggers[-1:], meets=lambda c: values.meets(frames, c))[1]
+
+    assert held([read.encode(address=3, unit_id=0, quantity=125)])  # the address was shown not to matter
+    assert not held([read.encode()]) and not held([read.encode(unit_id=0)])  # any other valid read still goes out
+    # the provisional key leads to it only through its condition
+    assert book.lookup("k") is None and book.conditioned("k") == [state]

@@ -30,10 +30,12 @@ def test_different_seeds_give_different_campaigns() -> None:
     assert sum(x != y for x, y in zip(a, b)) > 30
 
 
-def test_every_ten_cases_cover_every_group_by_weight() -> None:
+def test_every_hundred_cases_cover_every_group_by_weight_and_spread_evenly() -> None:
     gen = CaseGenerator(ModbusTCP(), seed=0)
-    groups = [gen.case(i).group for i in range(10)]
+    groups = [gen.schedule[i][0] for i in range(100)]
     assert {g: groups.count(g) for g in GROUPS} == GROUPS
+    first = [gen.schedule[i][0] for i in range(20)]
+    assert {"boundary", "structural", "mutation", "sequence", "pairs"} <= set(first)  # not in blocks
 
 
 def test_group_selection_restricts_the_schedule() -> None:
@@ -60,21 +62,37 @@ def test_read_only_mode_drops_write_and_disruptive_templates() -> None:
     assert gen.templates and not any(t.writes or t.disruptive for t in gen.templates)
 
 
-def test_sequence_cases_send_valid_prefix_then_faulty_request() -> None:
+def test_sequence_cases_hold_up_to_six_requests_with_the_fault_at_any_step() -> None:
     protocol = ModbusTCP()
     gen = CaseGenerator(protocol, seed=5, groups=["sequence"])
-    for case_id in range(50):
+    positions = set()
+    for case_id in range(300):
         case = gen.case(case_id)
-        assert 2 <= len(case.frames) <= 5
-        for frame in case.frames[:-1]:
-            assert protocol.check_request(frame) == [], frame.hex()
+        if case.description.startswith("alone"):
+            continue
+        assert 2 <= len(case.frames) <= 6
+        invalid = [i for i, frame in enumerate(case.frames) if protocol.check_request(frame)]
+        assert len(invalid) <= 1, case.description  # the other steps are valid requests
+        positions.update(invalid)
+    assert {0, 1, 2} <= positions  # the fault is not only last
 
 
+def test_sequence_steps_share_values_so_a_write_and_a_read_meet_at_one_address() -> None:
+    protocol = ModbusTCP()
+    gen = CaseGenerator(protocol, seed=5, groups=["sequence"])
+    met = 0
+    for case_id in range(400):
+        frames = gen.case(case_id).frames
+        writes = [f for f in frames if len(f) > 9 and f[7] in (5, 6, 15, 16) and not protocol.check_request(f)]
+        reads = [f for f in frames if len(f) > 9 and f[7] in (1, 2, 3, 4) and not protocol.check_request(f)]
+        if any(w[8:10] == r[8:10] and w[8:10] not in (b"\0\0", b"\0\1") for w in writes for r in reads):
+            met += 1
+    assert met >= 5
 def test_where_the_probe_is_a_write_the_read_only_fallback_is_a_valid_read() -> None:
     """An MQTT probe is a publish (a second client must receive it): never a read-only case."""
     from otfuzz.engine.generator import valid_read
     from otfuzz.protocols.mqtt import MQTT
-    from otfuzz.stress.patterns import valid_flood
+    from otfuzz.stress.floods import valid_flood
 
     mqtt = MQTT()
     assert mqtt.is_write(mqtt.probe().frame)

@@ -21,6 +21,17 @@ testing that a campaign reports it as one finding however it was reached:
   instance of 'std::length_error'", then SIGABRT.
 - truncated-write-hang: any write (fc 5, 6, 15, 16) shorter than its fixed fields blocks the
   server for --hang-seconds while it "waits for the rest" (every connection stalls).
+- pair-crash: a read of holding registers with quantity 125 (the maximum) to unit 0 (the
+  broadcast unit) overruns a buffer: SIGSEGV. Either alone is harmless: two fields at once.
+- magic-crash: a write of the value 0xDEAD (a vendor's debug hook) to any register: an uncaught
+  KeyError and exit 70. No boundary list holds 0xDEAD.
+- state-crash: on a connection that wrote holding register A (fc 6 or 16) with a value other
+  than what it holds, a read (fc 3) of A on the same connection dereferences a freed cache entry:
+  SIGSEGV. Needs state an earlier request set on the same connection.
+- connection-exhaustion: while more than --max-clients (default 40) connections are open at
+  once, the server stops answering anyone for --hang-seconds.
+- slow-read-hang: a partial MBAP header (fewer than 7 bytes) that stays incomplete for 0.5 s
+  makes the server block reading the rest, for --hang-seconds.
 
     python tests/targets/faulty_modbus.py --port 15020 --fault crash:3:77 --fault hang:6 --defect overflow-crash
 """
@@ -39,7 +50,8 @@ import time
 import traceback
 
 KINDS = ("crash", "hang", "unresponsive", "degrade", "malformed", "specviolation", "reset", "slow")
-DEFECTS = ("overflow-crash", "count-abort", "truncated-write-hang")
+DEFECTS = ("overflow-crash", "count-abort", "truncated-write-hang", "pair-crash", "magic-crash", "state-crash",
+           "connection-exhaustion", "slow-read-hang")
 LIMITS = {1: 2000, 2: 2000, 3: 125, 4: 125, 15: 1968, 16: 123}  # quantity maxima per fc
 LAST_ADDRESS = 9999
 BIT_PATTERN = (b"\x55" * 8192, b"\xaa" * 8192)  # coil i on when i is even, by start parity
@@ -54,6 +66,11 @@ class Server:
         for kind, code, address in faults:
             self.faults.setdefault(code, []).append((kind, address))
         self.defects = set(defects)
+        self.clients = 0
+        self.max_clients = 40
+        self.peak = 0
+        self.peak_file: str | None = None
+        self.blocked_until = 0.0
         self.hang_seconds = hang_seconds
         self.delay = degrade_ms / 1000.0
         self.slow = slow_ms / 1000.0
@@ -66,13 +83,34 @@ class Connection(asyncio.Protocol):
         self.server = server
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
+        self.written: dict[int, int] = {}  # state-crash: registers this connection wrote
+        self.partial: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        server = self.server
+        server.clients += 1
+        if server.clients > server.peak:
+            server.peak = server.clients
+            if server.peak_file:
+                with open(server.peak_file, "w") as out:
+                    out.write(str(server.peak))
+        if "connection-exhaustion" in server.defects and server.clients > server.max_clients:
+            server.blocked_until = time.monotonic() + server.hang_seconds
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.clients -= 1
+        if self.partial is not None:
+            self.partial.cancel()
 
     def data_received(self, data: bytes) -> None:
         buf = self.buffer
         buf += data
+        if self.partial is not None:
+            self.partial.cancel()
+            self.partial = None
+        if "slow-read-hang" in self.server.defects and 0 < len(buf) < 7:
+            self.partial = asyncio.get_running_loop().call_later(0.5, self.block_on_partial_header)
         while len(buf) >= 6:
             length = (buf[4] << 8) | buf[5]
             if length < 2 or length > 254:
@@ -87,16 +125,45 @@ class Connection(asyncio.Protocol):
             if frame[2] == 0 and frame[3] == 0 and not self.handle(frame):
                 return
 
+    def block_on_partial_header(self) -> None:
+        if 0 < len(self.buffer) < 7:
+            time.sleep(self.server.hang_seconds)  # the bug: a blocking read for the rest of the header
+
     def handle(self, frame: bytes) -> bool:
         """Answer one request; False when the connection is gone."""
+        if self.server.blocked_until > time.monotonic():
+            return True  # exhausted: nobody gets an answer for a while
         if self.server.defects:
+            self.check_state(frame)
             try:
                 check_defects(self.server, frame)
-            except OverflowError:
+            except (OverflowError, KeyError):
                 traceback.print_exc()
                 sys.stderr.flush()
                 os._exit(70)
         return self.answer(frame)
+
+    def check_state(self, frame: bytes) -> None:
+        """state-crash: remember this connection's register writes; a read of one crashes."""
+        if "state-crash" not in self.server.defects or len(frame) < 12:
+            return
+        code = frame[7]
+        address = int.from_bytes(frame[8:10], "big")
+        if code == 6:
+            value = int.from_bytes(frame[10:12], "big")
+            if value != address:  # the datastore holds register i = i: a real change
+                self.written[address] = value
+        elif code == 16 and len(frame) >= 13:
+            for i in range(int.from_bytes(frame[10:12], "big")):
+                at = 13 + 2 * i
+                if at + 2 <= len(frame) and int.from_bytes(frame[at : at + 2], "big") != address + i:
+                    self.written[address + i] = 1
+        elif code == 3:
+            quantity = int.from_bytes(frame[10:12], "big")
+            if any(address <= a < address + quantity for a in self.written):
+                sys.stderr.write("faulty_modbus: state-crash: read of a register this connection wrote\n")
+                sys.stderr.flush()
+                os.kill(os.getpid(), signal.SIGSEGV)
 
     def answer(self, frame: bytes) -> bool:
         server = self.server
@@ -153,8 +220,22 @@ def check_defects(server: Server, frame: bytes) -> None:
                              f"  what():  vector::_M_range_check: __n (which is {count}) >= this->size()\n")
             sys.stderr.flush()
             os.abort()
+    if "pair-crash" in server.defects and code == 3 and frame[6] == 0 and len(pdu) >= 5:
+        if int.from_bytes(pdu[3:5], "big") == 125:
+            sys.stderr.write("faulty_modbus: pair-crash: broadcast read of 125 registers\n")
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGSEGV)
+    if "magic-crash" in server.defects and code in (6, 16) and len(pdu) >= 5:
+        values = [pdu[3:5]] if code == 6 else [pdu[6 + 2 * i : 8 + 2 * i] for i in range(max(0, (len(pdu) - 6) // 2))]
+        if any(v == b"\xde\xad" for v in values):
+            debug_hook(0xDEAD)
     if "truncated-write-hang" in server.defects and code in (5, 6, 15, 16) and len(pdu) < (5 if code in (5, 6) else 6):
         wait_for_rest_of_write(server.hang_seconds)
+
+
+def debug_hook(value: int) -> None:
+    hooks: dict[int, str] = {}
+    raise OverflowError(hooks[value])  # the KeyError escapes: the vendor's debug hook is not installed
 
 
 def check_range(address: int, quantity: int) -> None:
@@ -255,11 +336,16 @@ def main() -> None:
     parser.add_argument("--hang-seconds", type=float, default=3.0)
     parser.add_argument("--degrade-ms", type=float, default=300.0)
     parser.add_argument("--slow-ms", type=float, default=400.0)
+    parser.add_argument("--max-clients", type=int, default=40, help="connection-exhaustion: connections served at once")
+    parser.add_argument("--peak-file", help="write the most connections ever open at once to this file")
     args = parser.parse_args()
     # The crash fault is deliberate: no core file should litter the test run.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     try:
-        asyncio.run(serve(args.port, Server(args.fault, args.hang_seconds, args.degrade_ms, args.defect, args.slow_ms)))
+        server = Server(args.fault, args.hang_seconds, args.degrade_ms, args.defect, args.slow_ms)
+        server.max_clients = args.max_clients
+        server.peak_file = args.peak_file
+        asyncio.run(serve(args.port, server))
     except KeyboardInterrupt:
         pass
 

@@ -48,6 +48,10 @@ def add_commands(sub: Any) -> None:
                      help="a reply later than this many times the probe's p95 (and 50 ms more) is a slow-reply (default 10)")
     run.add_argument("--known-finding-rate", type=int, default=50, metavar="N",
                      help="send 1 in N cases that match a confirmed finding's trigger (default 50; 1 sends all)")
+    run.add_argument("--hold-time", type=float, default=2.0,
+                     help="seconds a connection-group pattern holds its connections or partial frame (default 2)")
+    run.add_argument("--max-connections", type=int, default=100,
+                     help="connections a connection-group pattern opens at most (default 100; at most 256)")
     run.add_argument("--baseline", type=Path, metavar="FILE",
                      help="known findings (otfuzz findings RUN --save-baseline FILE): exit 1 only on findings not in it")
     add_tester_options(run, "the campaign")
@@ -95,7 +99,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         probe_deadline=args.probe_deadline, recovery_timeout=args.recovery_timeout, minimise_budget=args.minimise_budget,
         confirm=args.confirm, confirm_time=args.confirm_time, operator=args.operator, organisation=args.organisation,
         independence=args.independence, slow_factor=args.slow_factor, known_finding_rate=args.known_finding_rate,
-        baseline=str(args.baseline) if args.baseline else None,
+        baseline=str(args.baseline) if args.baseline else None, hold_time=args.hold_time, max_connections=args.max_connections,
     )
 
 
@@ -204,7 +208,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if args.case < 0:
                 raise OtfuzzError("--case must be 0 or more")
             loopback = is_loopback(Scope(config.scope).check(target))
-            case = CaseGenerator(protocol, config.seed, config.groups, config.read_only, loopback).case(args.case)
+            from otfuzz.engine.feedback import recorded_feedback
+            from otfuzz.engine.strategies import StrategyOptions
+            from otfuzz.engine.values import Dictionary
+
+            feedback = recorded_feedback(Dictionary(protocol.dictionary()), store)
+            generator = CaseGenerator(protocol, config.seed, config.groups, config.read_only, loopback, feedback,
+                                      StrategyOptions(config.hold_time, config.max_connections))
+            case = generator.case(args.case)
             frames = list(case.frames)
             header: dict[str, Any] = {"case_id": case.case_id, "group": case.group, "description": case.description}
         elif args.finding is not None:

@@ -19,18 +19,29 @@ from typing import Any
 from otfuzz.engine.cases import TestCase
 from otfuzz.engine.executor import CaseOutcome, CaseRunner, LateReply, read_identity
 from otfuzz.engine.findings import (
+    CONDITION_SEPARATOR,
+    COSTLY,
     SEVERITY_ORDER,
+    Condition,
     FindingBook,
     FindingState,
+    FrameValues,
     TargetEvidence,
     Trigger,
+    blank_values,
     describe,
     fault_trigger,
     finding_key,
+    finding_title,
     severity,
     trigger_of,
 )
+from otfuzz.engine.connection import CEILING as CONNECTION_CEILING
+from otfuzz.engine.connection import run_pattern
+from otfuzz.engine.feedback import Feedback, Lineage, observation
 from otfuzz.engine.generator import CaseGenerator
+from otfuzz.engine.strategies import StrategyOptions
+from otfuzz.engine.values import Dictionary
 from otfuzz.engine.investigate import ANSWERED, Investigator, TargetDown
 from otfuzz.engine.strategies import GROUPS
 from otfuzz.engine.config import RecordedConfig
@@ -55,9 +66,15 @@ SLOW_FLOOR = 0.05
 milliseconds more on a busy host is noise, not a defect."""
 FINDING_INVESTIGATION_S = 30.0
 """Time one new finding's replay and minimisation may take during the campaign."""
+CONNECTION_SHARE = 0.05
+"""Most of the campaign's time connection-level cases may take (each holds for seconds):
+beyond it, a connection case is deferred (counted, not run)."""
 KNOWN_SHARE = 0.05
 """Most of the campaign's time (after the first confirmation) that meeting known findings again
 may take; beyond it, even the one-in-N matches are held back until the share is below again."""
+MAX_STRAYS = 4
+"""Anomalies of one provisional key meeting none of its findings' conditions that are
+investigated as new findings; later ones are occurrences of the first (bounded cost)."""
 INVESTIGATION_SHARE = 0.5
 """Most of the campaign's time that investigating new findings may take; beyond it, new
 findings wait for the confirmation phase after fuzzing."""
@@ -90,6 +107,8 @@ class CampaignConfig(RecordedConfig):
     slow_factor: float = 10.0
     known_finding_rate: int = 50
     baseline: str | None = None
+    hold_time: float = 2.0
+    max_connections: int = 100
     operator: str | None = None
     organisation: str | None = None
     independence: str | None = None
@@ -99,7 +118,7 @@ class CampaignConfig(RecordedConfig):
         if self.duration is None and self.max_cases is None:
             raise OtfuzzError("give --duration or --cases: a campaign must be bounded")
         for name in ("duration", "rate", "timeout", "silence_timeout", "probe_interval", "probe_deadline", "recovery_timeout",
-                     "confirm_time", "slow_factor"):
+                     "confirm_time", "slow_factor", "hold_time"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise OtfuzzError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -107,6 +126,11 @@ class CampaignConfig(RecordedConfig):
             raise OtfuzzError(f"--cases must be positive, got {self.max_cases}")
         if not 1 <= self.concurrency <= 64:
             raise OtfuzzError(f"--concurrency must be from 1 to 64, got {self.concurrency}")
+        if not 1 <= self.max_connections <= CONNECTION_CEILING:
+            raise OtfuzzError(f"--max-connections must be from 1 to {CONNECTION_CEILING} (the stress layer's connection "
+                              f"ceiling), got {self.max_connections}")
+        if self.hold_time > 60:
+            raise OtfuzzError(f"--hold-time must be at most 60 s, got {self.hold_time:g}")
         if self.known_finding_rate < 1:
             raise OtfuzzError(f"--known-finding-rate must be 1 or more (1 sends every case), got {self.known_finding_rate}")
 
@@ -138,13 +162,16 @@ class Campaign:
         if self.target.port is None:  # pragma: no cover - parse_target always sets it
             raise OtfuzzError("no port")
         self.address = Scope(config.scope).check(self.target)
-        self.generator = CaseGenerator(self.protocol, config.seed, config.groups, config.read_only, is_loopback(self.address))
+        self.feedback = Feedback(Dictionary(self.protocol.dictionary()), lookup=self._stored_lineage)
+        self.generator = CaseGenerator(self.protocol, config.seed, config.groups, config.read_only, is_loopback(self.address),
+                                       self.feedback, StrategyOptions(config.hold_time, config.max_connections))
         if self.protocol.single_association and config.concurrency > 1:
             raise OtfuzzError(f"{self.protocol.name} targets serve one association at a time: use --concurrency 1")
         self.probe = HealthProbe(self.protocol, self.address, self.target.port, config.probe_deadline, config.degradation_factor)
         self.process = TargetProcess(config.target_cmd, run_dir / "target-stderr.log") if config.target_cmd else None
         self.limiter = RateLimiter(config.rate)
         self.stop_requested = False
+        self._pattern_stop: asyncio.Event | None = None
         self.fuzzing_s: float | None = None
         self._storage_error: OtfuzzError | None = None
         self.stop_reason = ""
@@ -171,6 +198,7 @@ class Campaign:
         self.investigator = Investigator(self.protocol, self.probe, self._new_runner, self.process, config.recovery_timeout,
                                          config.minimise_budget, self._log, grace=config.recovery_timeout)
         self.book = FindingBook(config.known_finding_rate)
+        self._values = FrameValues(self.protocol)
         self.slow_threshold = float("inf")
         # A late answer is awaited on a parked connection for the recovery timeout; never for
         # single-association targets, where the next connection displaces the parked one.
@@ -182,7 +210,11 @@ class Campaign:
         self._silent_types: set[str] = set()  # request types a healthy target left unanswered
         self._answers: deque[float] = deque(maxlen=256)  # perf_counter times of prompt answers (cases and probes)
         self._first_confirmed: float | None = None  # campaign time of the first confirmation
-        self._known_s = 0.0  # time spent on occurrences of findings already confirmed  # case id -> (finding id, held back) until flushed
+        self._known_s = 0.0  # time spent on occurrences of findings already confirmed
+        self._connection_s = 0.0  # time spent in connection-level cases
+        self._details: dict[str, str] = {}  # reply detail -> its blanked form (observations)
+        self._stored_corpus = len(self.feedback.entries)
+        self._stored_observed = len(self.feedback.dictionary.observed)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -207,6 +239,8 @@ class Campaign:
         if not self.stop_requested:
             self.stop_requested = True
             self.stop_reason = reason
+        if self._pattern_stop is not None:
+            self._pattern_stop.set()  # a connection pattern holding connections lets them go now
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -241,6 +275,7 @@ class Campaign:
                 if case_id >= self._next_id:  # recorded, but its case re-runs now (killed before the flush)
                     self._known.add((case_id, anomaly_class))
             self._load_findings()
+            self._load_feedback()
             self._log("resume", f"resumed at case {self._next_id}")
         else:
             identity = await read_identity(self.protocol, self.address, self.target.port, self.config.probe_deadline)
@@ -273,6 +308,24 @@ class Campaign:
         if reason:
             meta["stop_reason"] = reason
         self.store.set_meta("campaign", meta)
+        if status != "running":
+            self.store.set_meta("search", self.search_summary())
+
+    def search_summary(self) -> dict[str, Any]:
+        """What the search reached: pairwise coverage per request type, corpus and dictionary."""
+        counts = self.store.counts()
+        pairs_cases = sum(n for kind, n in counts.get("pairs", {}).items() if kind not in ("suppressed", "deferred"))
+        coverage = self.generator.pairs_coverage(pairs_cases)
+        covered = sum(c["covered"] for c in coverage.values())
+        total = sum(c["total"] for c in coverage.values())
+        return {
+            "pairs": {"cases": pairs_cases, "covered": covered, "total": total, "by_request_type": coverage},
+            "corpus_size": len(self.feedback.entries),
+            "observed_values": len(self.feedback.dictionary.observed),
+            "observations": len(self.feedback.seen),
+            "connection_s": round(self._connection_s, 3),
+            "investigating_s": round(self.investigating_s, 3),
+        }
 
     async def run(self, resume: bool = False) -> str:
         """Run to the end; returns the final status (completed, interrupted or failed)."""
@@ -374,7 +427,8 @@ class Campaign:
                 case = self.generator.case(case_id)
             case_id = case.case_id
             if self.book.suppressing:
-                known, held = self.book.match(*self._case_triggers(case), may_send=self._known_within_share())
+                known, held = self.book.match(*self._case_triggers(case), may_send=self._known_within_share(),
+                                              meets=lambda condition: self._values.meets(case.frames, condition))
                 if known is not None:
                     self._matches[case_id] = (known.id, held)
                 if held:
@@ -383,8 +437,33 @@ class Campaign:
                     self._cases_done += 1
                     self._inflight.discard(case_id)
                     continue
+            if case.pattern is not None:
+                share = 1.0 if self.config.groups == ["connection"] else CONNECTION_SHARE  # asked for alone: no budget
+                if self._connection_s > share * max(self.elapsed(), 20.0):
+                    # connection cases hold for seconds: beyond their share of the time, deferred
+                    self._results[case_id] = (case.group, "deferred")
+                    self._cases_done += 1
+                    self._inflight.discard(case_id)
+                    continue
+                async with self._lock:
+                    if self.stop_requested:
+                        return
+                    self._running.clear()
+                    try:
+                        await self._connection_case(case, runner)
+                    except TargetDown:
+                        self.stop_requested = True
+                        raise
+                    finally:
+                        self._running.set()
+                if case_id not in self._results:
+                    return  # cut short by a stop: stays reserved, so --resume runs it again
+                self._cases_done += 1
+                self._inflight.discard(case_id)
+                continue
             await self.limiter.acquire()
             outcome = await runner.run(case, prefetch)
+            self._observe(case, outcome)
             self._results[case_id] = (case.group, outcome.kind.value)
             if outcome.kind in ANSWERED and outcome.latency <= self.slow_threshold:
                 self._answers.append(time.perf_counter())
@@ -415,6 +494,71 @@ class Campaign:
                         self._running.set()
             self._inflight.discard(case_id)
 
+    def _observe(self, case: TestCase, outcome: CaseOutcome) -> None:
+        """Reply-guided feedback: a case whose observation is new joins the corpus; a normal
+        reply's numbers join the dictionary."""
+        if outcome.reply is not None and outcome.kind is ReplyKind.NORMAL:
+            values = self.protocol.reply_values(case.frames[outcome.frame_index], outcome.reply)
+            if values:
+                self.feedback.dictionary.observe(values)
+        detail = self._details.get(outcome.detail)
+        if detail is None:
+            if len(self._details) > TRIGGER_CACHE:
+                self._details.clear()
+            detail = self._details[outcome.detail] = blank_values(outcome.detail)[:60]
+        last = self._case_triggers(case)[1]
+        request_type = last[-1].request_type if last and isinstance(last[-1], Trigger) else case.template
+        key = observation(request_type, outcome.kind.value, detail, len(outcome.reply or b""), outcome.latency)
+        if self.feedback.novel(key):
+            self.feedback.add(case.case_id, case.frames, key)
+
+    async def _connection_case(self, case: TestCase, runner: CaseRunner) -> None:
+        """Run a connection pattern with the probe half-way through, then judge the target."""
+        started = time.monotonic()
+        for each in self._runners:
+            each.drop()  # the pattern's connections are the only ones now
+        stop = self._pattern_stop = asyncio.Event()
+        if self.stop_requested:
+            return
+        try:
+            result = await run_pattern(self.protocol, self.address, self.target.port, case.pattern, case.frames[0],
+                                       self.probe, stop, self.config.max_connections)
+        finally:
+            self._pattern_stop = None
+        if self.stop_requested:
+            return  # cut short: not judged, and not counted, so --resume runs it again
+        self._connection_s += time.monotonic() - started
+        during = result.during
+        if during is not None:
+            self._record_probe(during)
+        candidate: AnomalyClass | None = None
+        if during is not None and not during.ok:
+            candidate = AnomalyClass.HANG  # unanswered or refused while the pattern ran; diagnosed again after
+        elif during is not None and during.reason == "slow":
+            candidate = AnomalyClass.DEGRADATION
+        detail = f"{case.pattern.describe()}: {result.detail}; probe during it: {during.reason if during else 'not run'}"
+        kind = ReplyKind.NORMAL if candidate is None else ReplyKind.NO_REPLY
+        self._results[case.case_id] = (case.group, kind.value)
+        outcome = CaseOutcome(kind, detail, None, during.latency or 0.0 if during else 0.0, 0)
+        self._history.append(case)
+        await self._check_health(case, outcome, candidate, runner)
+
+    def _stored_lineage(self, case_id: int) -> Lineage | None:
+        found = self.store.lineage_of(case_id)
+        return None if found is None else Lineage(*found)
+
+    def _load_feedback(self) -> None:
+        """Rebuild the corpus and the dictionary's reported values on --resume."""
+        for entry_id, case_id, frames, reason, _ in self.store.corpus():
+            entry = self.feedback.add(case_id, frames, reason)
+            if entry is not None and entry.id != entry_id:  # pragma: no cover - ids are dense by construction
+                raise OtfuzzError(f"corpus of {self.run_dir} is inconsistent at entry {entry_id}")
+            self.feedback.seen.add(reason)
+        self.feedback.dictionary.observe(self.store.observed_values())
+        self._stored_corpus = len(self.feedback.entries)
+        self._stored_observed = len(self.feedback.dictionary.observed)
+        self.feedback.horizon = self._next_id - 1
+
     def _known_within_share(self) -> bool:
         """Known findings may take KNOWN_SHARE of the time since the first was confirmed: a crash
         that costs a restart is then met again at most that often, however fast the rest goes."""
@@ -424,7 +568,11 @@ class Campaign:
 
     def _case_triggers(self, case: TestCase) -> tuple[list[Trigger | str], list[Trigger | str]]:
         """(the triggers of every frame of a case and its structural fault, those of its last
-        frame and fault): cached by frame, since boundary and structural cases repeat."""
+        frame and fault): cached by frame, since boundary and structural cases repeat. A
+        connection case's trigger is its pattern's kind: every pattern sends the same read."""
+        if case.pattern is not None:
+            pattern: list[Trigger | str] = [Trigger(case.template, ())]
+            return pattern, pattern
         fault: list[Trigger | str] = [fault_trigger(case.fault)] if case.fault else []
         every: list[Trigger | str] = list(fault)
         last: list[Trigger | str] = list(fault)
@@ -484,12 +632,16 @@ class Campaign:
             return  # late only against our tight timeout, or not an answer: nothing to report
         if any(start < late.sent_at + late.latency and end > late.sent_at for start, end in self._outages):
             return  # the target was down or hung while this answer waited: it says nothing of the request
-        overdue = late.sent_at + self.slow_threshold
-        if not any(overdue < t < late.sent_at + late.latency for t in self._answers):
+        # Served others while it was overdue, and not only in the burst that ends a stall: a target
+        # that blocked as a whole answers everything queued at once when it wakes, this one too.
+        overdue, burst = late.sent_at + self.slow_threshold, late.sent_at + late.latency - self.slow_threshold
+        if not any(overdue < t < burst for t in self._answers):
             return  # nothing else was answered while it was overdue: the whole target may have stalled
+        # the frame answered late is the case's last: the steps after it were never sent
+        case = late.case if late.index >= len(late.case.frames) - 1 else replace(late.case, frames=late.case.frames[: late.index + 1])
         outcome = CaseOutcome(late.kind, f"answered after {late.latency * 1000:.0f} ms: {late.detail}", late.reply,
-                              late.latency, len(late.case.frames) - 1)
-        await self._check_health(late.case, outcome, AnomalyClass.SLOW_REPLY, runner)
+                              late.latency, late.index)
+        await self._check_health(case, outcome, AnomalyClass.SLOW_REPLY, runner)
 
     async def _check_health(self, case: TestCase, outcome: CaseOutcome, candidate: AnomalyClass | None,
                             runner: CaseRunner) -> None:
@@ -535,8 +687,11 @@ class Campaign:
         # The case a target-level anomaly is noticed after is often not its cause: a server that
         # stalls on a malformed frame is found out by the valid request after it. The suspect is
         # the last case since the last healthy probe that broke a rule (else the last case).
-        suspect = self._suspect(history) if anomaly.target_level else case
-        trigger = trigger_of(self.protocol, suspect.frames[-1])
+        if case.pattern is not None:  # the pattern itself is the input: no frame to blame
+            suspect, trigger = case, Trigger(case.template, ())
+        else:
+            suspect = self._suspect(history) if anomaly.target_level else case
+            trigger = trigger_of(self.protocol, suspect.frames[-1])
         evidence = diagnosis.evidence
         key = finding_key(self.protocol.name, anomaly.value, trigger, evidence)
         record: dict[str, Any] = {
@@ -566,14 +721,19 @@ class Campaign:
             "trigger_frames": len(case.frames),
             "trigger": trigger.text,
             "suspect_case_id": suspect.case_id,
+            "pattern": case.pattern.describe() if case.pattern is not None else None,
             "suspect_frames_hex": [f.hex() for f in suspect.frames],
             "fault": suspect.fault,
             "key": key,
         }
         state = self.book.lookup(key)
+        if state is None and anomaly.target_level and suspect.pattern is None:
+            state = self._conditioned(key, [f for c in history for f in c.frames])
         new = state is None
         if state is None:
             state = self._new_finding(key, anomaly, trigger.text, record)
+            if suspect.pattern is None:
+                self.feedback.add(suspect.case_id, suspect.frames, f"finding {state.id}")
         elif not anomaly.target_level:
             # A reply answers its own request: the case is the trigger, no replay needed to know it.
             self._learn_trigger(state, trigger.text, suspect.fault, trigger.request_type)
@@ -609,12 +769,26 @@ class Campaign:
 
     # -- findings -------------------------------------------------------------------------------
 
+    def _conditioned(self, key: str, frames: list[bytes]) -> FindingState | None:
+        """The finding a provisional key stands for when confirmed findings keyed it further by a
+        condition: the one whose condition the frames meet. Meeting none, the anomaly may be
+        another defect on the same valid request: up to MAX_STRAYS such are investigated as new
+        findings (merged back if their minimised reproducer gives a known key); beyond that
+        they are occurrences of the first."""
+        candidates = self.book.conditioned(key)
+        if not candidates:
+            return None
+        for state in candidates:
+            if state.condition is not None and self._values.meets(frames, state.condition):
+                return state
+        return None if self.book.stray(key) <= MAX_STRAYS else candidates[0]
+
     def _new_finding(self, key: str, anomaly: AnomalyClass, trigger: str, record: dict[str, Any]) -> FindingState:
         frames = [bytes.fromhex(h) for h in record["suspect_frames_hex"]]
         evidence = TargetEvidence.from_record(record["target_evidence"])
         finding = {
             "key": key, "aliases": [key], "triggers": [trigger],
-            **describe(self.protocol, anomaly.value, frames, evidence, record["reply_detail"], record["timings"]["latency_ms"]),
+            **self._describe(anomaly.value, frames, evidence, record),
             "confirmation": {"status": "pending" if self.config.confirm else "not tried"},
             "reproducer": {"case_ids": [record["suspect_case_id"]], "frames_hex": record["suspect_frames_hex"], "minimised": False},
             "target_evidence": record["target_evidence"],
@@ -627,6 +801,17 @@ class Campaign:
         state = FindingState(fid, key, anomaly.value, aliases={key}, triggers={trigger})
         self.book.add(state)
         return state
+
+    def _describe(self, anomaly_class: str, frames: list[bytes], evidence: TargetEvidence | None,
+                  record: dict[str, Any]) -> dict[str, Any]:
+        described = describe(self.protocol, anomaly_class, frames, evidence, record["reply_detail"],
+                             record["timings"]["latency_ms"])
+        if record.get("pattern"):
+            kind = record["template"]
+            how = finding_title(anomaly_class, kind, [], evidence).split(" on a ")[0]
+            described.update({"request_type": kind, "violated_rules": [], "problems": [], "request": record["pattern"],
+                              "title": f"{how} during {record['pattern']}", "behaviour": f"{anomaly_class}: {kind}"})
+        return described
 
     def _save_finding_index(self, state: FindingState) -> None:
         finding = self.store.finding(state.id)
@@ -675,7 +860,8 @@ class Campaign:
     def _index_of(state: FindingState) -> dict[str, Any]:
         """What the book knows of a finding, as it is stored for --resume."""
         return {"key": state.key, "aliases": sorted(state.aliases), "triggers": sorted(state.triggers),
-                "faults": {fault: sorted(types) for fault, types in sorted(state.faults.items())}}
+                "faults": {fault: sorted(types) for fault, types in sorted(state.faults.items())},
+                "condition": state.condition.as_record() if state.condition else None}
 
     def _may_investigate(self) -> bool:
         """New findings are replayed and minimised at once, unless that has taken most of the run."""
@@ -693,9 +879,12 @@ class Campaign:
         report = evidence.report if evidence is not None and evidence.strong else None
         self._health = f"ok; investigating finding {state.id}"
         try:
-            result = await self.investigator.confirm_and_minimise(
-                AnomalyClass(record["class"]), self._history_of(record), True, report, deadline,
-                suspect=self._suspect_of(record))
+            if record.get("pattern"):
+                result = await self._confirm_pattern(record)
+            else:
+                result = await self.investigator.confirm_and_minimise(
+                    AnomalyClass(record["class"]), self._history_of(record), True, report, deadline,
+                    suspect=self._suspect_of(record))
         finally:
             self.investigating_s += time.monotonic() - started
         record["investigation_s"] = round(float(record.get("investigation_s") or 0) + time.monotonic() - started, 3)
@@ -709,10 +898,23 @@ class Campaign:
             return
         finding["reproducer"] = result["reproducer"]
         frames = [bytes.fromhex(h) for h in result["reproducer"]["frames_hex"]]
-        finding.update(describe(self.protocol, record["class"], frames, evidence, record["reply_detail"],
-                                record["timings"]["latency_ms"]))
+        finding.update(self._describe(record["class"], frames, evidence, record))
         final = trigger_of(self.protocol, frames[-1])
         key = finding_key(self.protocol.name, record["class"], final, evidence)
+        condition = None
+        if (not (evidence is not None and evidence.strong) and not final.rules and record["class"] in COSTLY
+                and result["reproducer"].get("values_settled")):
+            # a valid request that reaches it only after some requests, or with some values
+            condition = self._values.condition(frames) or None
+            if condition is not None:
+                key = f"{key}{CONDITION_SEPARATOR}{condition.text}"
+                finding["condition"] = condition.as_record()
+                finding["title"] = _with_condition(finding["title"], condition)
+        elif not (evidence is not None and evidence.strong) and not final.rules:
+            # not shrunk far enough to read a condition: one whose condition it meets is it
+            met = next((s for s in self.book.conditioned(key) if s.condition and self._values.meets(frames, s.condition)), None)
+            if met is not None:
+                key = met.key
         triggers = {final.text}
         alone = result["reproducer"]["case_ids"] == [record.get("suspect_case_id", record["case_id"])]
         if alone:
@@ -738,6 +940,7 @@ class Campaign:
                     self._known_s += time.monotonic() - started
                 self._log("finding-merged", f"finding {state.id} is finding {other.id} ({key})")
                 return
+        state.condition = condition
         self.book.rekey(state, key)
         self.book.confirm(state, triggers)
         if alone and record.get("fault"):
@@ -757,7 +960,8 @@ class Campaign:
             status = (finding.get("confirmation") or {}).get("status")
             state = FindingState(finding["id"], finding["key"], finding["class"], set(finding.get("aliases") or []),
                                  set(finding.get("triggers") or []), status == "confirmed",
-                                 faults={k: set(v) for k, v in (finding.get("faults") or {}).items()})
+                                 faults={k: set(v) for k, v in (finding.get("faults") or {}).items()},
+                                 condition=Condition.from_record(finding.get("condition")))
             state.skipped, state.matched = state.committed = counts.get(finding["id"], (0, 0))
             self.book.add(state)
             at = finding.get("confirmed_elapsed_s")
@@ -775,6 +979,27 @@ class Campaign:
         cases = [self.generator.case(i) for i in record["history_case_ids"]]
         cases[-1] = replace(cases[-1], frames=cases[-1].frames[: record.get("trigger_frames", len(cases[-1].frames))])
         return cases
+
+    async def _confirm_pattern(self, record: dict[str, Any]) -> dict[str, object]:
+        """Run a connection pattern again on a healthy target: reproduced when the probe fails
+        (or is slow) during it, or the target is found down after it, as the first time."""
+        started = time.monotonic()
+        case = self.generator.case(int(record["case_id"]))
+        expected = AnomalyClass(record["class"])
+        reproduced = False
+        if case.pattern is not None and await self.investigator.restore():
+            result = await run_pattern(self.protocol, self.address, self.target.port, case.pattern, case.frames[0],
+                                       self.probe, asyncio.Event(), self.config.max_connections)
+            during = result.during
+            after = await self.investigator.diagnose(None)
+            failed = during is not None and (not during.ok or during.reason == "slow")
+            reproduced = failed or (after.anomaly is not None and after.anomaly.family == expected.family)
+            await self.investigator.restore()
+        return {"reproducible": reproduced,
+                "confirmation": {"method": "the connection pattern run again on a healthy target, probed during and after it",
+                                 "trials": 1, "replayed_cases": 1, "seconds": round(time.monotonic() - started, 3)},
+                "reproducer": {"case_ids": [case.case_id], "frames_hex": [f.hex() for f in case.frames], "minimised": False,
+                               "pattern": record.get("pattern")}}
 
     def _suspect_of(self, record: dict[str, Any]) -> TestCase | None:
         suspect = record.get("suspect_case_id")
@@ -839,8 +1064,11 @@ class Campaign:
         evidence = TargetEvidence.from_record(record.get("target_evidence"))
         report = evidence.report if evidence is not None and evidence.strong else None
         try:
-            result = await self.investigator.confirm_and_minimise(AnomalyClass(record["class"]), self._history_of(record),
-                                                                  minimise=False, evidence=report)
+            if record.get("pattern"):
+                result = await self._confirm_pattern(record)
+            else:
+                result = await self.investigator.confirm_and_minimise(AnomalyClass(record["class"]), self._history_of(record),
+                                                                      minimise=False, evidence=report)
         except TargetDown as exc:
             record["confirmation"] = {"status": f"target did not come back for confirmation: {exc}"}
             self.store.update_anomaly(anomaly_id, record)
@@ -856,6 +1084,21 @@ class Campaign:
         for case_id in [c for c in self._results if c < watermark]:
             group, reply = self._results.pop(case_id)
             self.store.count(group, reply)
+        feedback = self.feedback
+        for entry in feedback.entries[self._stored_corpus:]:
+            self.store.corpus_entry(entry.id, entry.case_id, list(entry.frames), entry.reason, round(self.elapsed(), 3))
+        self._stored_corpus = len(feedback.entries)
+        observed = feedback.dictionary.observed
+        for index in range(self._stored_observed, len(observed)):
+            self.store.observed_value(index, observed[index])
+        self._stored_observed = len(observed)
+        for case_id in [c for c in feedback.lineage if c < watermark]:
+            lineage = feedback.lineage.pop(case_id)
+            self.store.lineage(case_id, lineage.parent, lineage.observed)
+        if not feedback.sizes or feedback.sizes[-1][1] != len(feedback.entries):
+            feedback.sizes.append((round(self.elapsed(), 3), len(feedback.entries)))
+            self.store.sample("corpus", round(self.elapsed(), 3), {"t": round(self.elapsed(), 3), "size": len(feedback.entries),
+                                                                    "observed": len(observed)})
         touched: set[int] = set()
         for case_id in [c for c in self._matches if c < watermark]:
             finding_id, held = self._matches.pop(case_id)
@@ -901,3 +1144,9 @@ def run_campaign(config: CampaignConfig, run_dir: Path, resume: bool,
         return status, campaign.stop_reason
     finally:
         store.close()
+
+
+def _with_condition(title: str, condition: Condition) -> str:
+    """A finding's title with what its valid trigger needs: "... request (after write single
+    register)", so two defects on one request type read apart."""
+    return f"{title} ({condition.text.replace('_', ' ')})"[:300]

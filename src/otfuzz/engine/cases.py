@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class TestCase:
     template: str
     description: str
     fault: str = ""  # the structural fault of the last frame, when the case carries one
+    pattern: Any = None  # a connection-level case: its engine.connection.ConnectionPattern
+    parent: int | None = None  # the corpus entry a feedback case came from
 
     @property
     def request(self) -> bytes:

@@ -78,6 +78,7 @@ class Parked:
     frame: bytes
     sent_at: float  # perf_counter when the frame was written
     until: float  # perf_counter when the grace window ends
+    index: int = 0  # of the frame within its case (a sequence step may be the one answered late)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class LateReply:
     kind: ReplyKind
     detail: str
     sent_at: float = 0.0  # perf_counter when its request was written
+    index: int = 0  # of the frame within its case
 
 
 class CaseRunner:
@@ -170,7 +172,7 @@ class CaseRunner:
                 reply, arrived = late
                 verdict = self.protocol.classify(parked.frame, reply)
                 self._late.append(LateReply(parked.case, parked.frame, reply, arrived - parked.sent_at, verdict.kind,
-                                            verdict.detail, parked.sent_at))
+                                            verdict.detail, parked.sent_at, parked.index))
                 parked.conn.close()
             elif close_all or now >= parked.until or not parked.conn.alive:
                 parked.conn.close()
@@ -240,9 +242,13 @@ class CaseRunner:
                                    tuple(protocol.check_request(before) + protocol.may_reject(before)),
                                    close_allowed=not protocol.keeps_connection(before, b""))
             wait = self.timeout
+            excused = conn.close_excused
+            broken = bool(protocol.check_request(frame))
+            if broken or protocol.frame_length(frame) not in (None, len(frame)) or not protocol.keeps_connection(frame, b""):
+                conn.close_excused = True
             # Silence is only recorded as a violation after the full timeout: a request the
             # specification says must be answered even when wrong never gets the short wait.
-            if self.silence_timeout < wait and protocol.check_request(frame) and not protocol.silence_violation(frame):
+            if broken and self.silence_timeout < wait and not protocol.silence_violation(frame):
                 wait = self.silence_timeout
             exchange = await conn.exchange(frame, wait, protocol.expects_reply(frame), meanwhile)
             meanwhile = None
@@ -294,7 +300,7 @@ class CaseRunner:
                     # With no parking space left, the oldest keeps its chance and this one is dropped.
                     self.conn = None
                     sent = time.perf_counter() - exchange.latency
-                    self.parked.append(Parked(conn, self._case, frame, sent, sent + self.grace))
+                    self.parked.append(Parked(conn, self._case, frame, sent, sent + self.grace, index))
                     return CaseOutcome(ReplyKind.NO_REPLY, "timeout", None, exchange.latency, index, problems, framed)
             self._out_of_step()
             if exchange.outcome == "timeout":
@@ -304,7 +310,8 @@ class CaseRunner:
                 kind = ReplyKind.NO_REPLY
             else:
                 kind = ReplyKind.RESET if exchange.outcome == "reset" else ReplyKind.CLOSED
-                allowed = not protocol.keeps_connection(frame, exchange.leftover or b"")
+                # the target may end it after this request, or after garbage it got earlier on it
+                allowed = excused or not protocol.keeps_connection(frame, exchange.leftover or b"")
                 return CaseOutcome(kind, exchange.outcome, exchange.leftover or None, exchange.latency, index, problems, framed,
                                    allowed)
             return CaseOutcome(kind, exchange.outcome, exchange.leftover or None, exchange.latency, index, problems, framed)

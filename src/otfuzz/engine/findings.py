@@ -14,7 +14,7 @@ protocol module's judgement of the frames, so a resumed run and a report rebuild
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -97,6 +97,124 @@ def trigger_of(protocol: Protocol, frame: bytes) -> Trigger:
     if framed is not None and framed < len(frame):
         problems = [*problems, "bytes after the first frame"]
     return Trigger(request_type, tuple(sorted({blank_values(p) for p in problems})))
+
+
+CONDITION_SEPARATOR = "|needs "
+WRITE_STEP = "a write"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What a valid request needs, beyond its type, to reach a defect that left no evidence of
+    its own: the request types sent before it on the connection, and its fields off their
+    template values. Read from the minimised reproducer, which showed every other step and
+    value not to matter; "any valid read" is then never the trigger of a crash that needs a
+    write first, or a broadcast of 125 registers.
+    """
+
+    request_type: str = ""
+    prefix: tuple[str, ...] = ()
+    values: tuple[tuple[str, str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.prefix or self.values)
+
+    @property
+    def text(self) -> str:
+        parts = []
+        if self.prefix:
+            parts.append("after " + ", ".join(self.prefix))
+        if self.values:
+            parts.append(", ".join(f"{name}={value}" for name, value in self.values))
+        return "; ".join(parts)
+
+    def met_by(self, before: Iterable[str], values: Mapping[str, str]) -> bool:
+        """Whether a valid frame with these off-template `values`, sent after requests of the
+        types `before` on its connection, meets the condition."""
+        return set(self.prefix) <= set(before) and all(values.get(name) == value for name, value in self.values)
+
+    def as_record(self) -> dict[str, Any]:
+        return {"request_type": self.request_type, "prefix": list(self.prefix),
+                "values": {name: value for name, value in self.values}}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> Condition | None:
+        if not record:
+            return None
+        return cls(str(record.get("request_type") or ""), tuple(record.get("prefix") or ()),
+                   tuple(sorted((record.get("values") or {}).items())))
+
+
+class FrameValues:
+    """Fields of a frame off its template's values, by the protocol's message model (cached)."""
+
+    LIMIT = 4096
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self.templates = {t.name: t for t in protocol.templates()}
+        self._cache: dict[bytes, dict[str, str]] = {}
+
+    def of(self, frame: bytes) -> dict[str, str]:
+        found = self._cache.get(frame)
+        if found is None:
+            if len(self._cache) >= self.LIMIT:
+                self._cache.clear()
+            found = self._cache[frame] = self._read(frame)
+        return found
+
+    def _read(self, frame: bytes) -> dict[str, str]:
+        from otfuzz.errors import DecodeError
+        from otfuzz.protocols.model import Checksum, Length
+
+        template = self.templates.get(self.protocol.request_type(frame) or "")
+        if template is None:
+            return {}
+        message = template.message
+        try:
+            values, _ = message.decode_prefix(frame)
+        except (DecodeError, ValueError, KeyError, TypeError):
+            return {}
+        valid = {**message.defaults(), **dict(template.values)}
+        out: dict[str, str] = {}
+        for f in message.fields:
+            if isinstance(f, (Length, Checksum)) or f.name not in values:
+                continue
+            value = values[f.name]
+            if value != valid.get(f.name):
+                out[f.name] = value.hex() if isinstance(value, (bytes, bytearray)) else str(value)
+        return out
+
+    def condition(self, frames: Sequence[bytes]) -> Condition:
+        """The condition a minimised reproducer states for its last frame."""
+        if not frames:
+            return Condition()
+        prefix = tuple(dict.fromkeys(t for t in (self._step(f) for f in frames[:-1]) if t))
+        # a value an earlier step also carries (the address written, then read) ties the steps
+        # together: a relation, not a constant the defect needs, so it is no part of the condition
+        earlier = {item for f in frames[:-1] for item in self.of(f).items()}
+        values = tuple(sorted(item for item in self.of(frames[-1]).items() if item not in earlier))
+        return Condition(self.protocol.request_type(frames[-1]) or "", prefix, values)
+
+    def meets(self, frames: Sequence[bytes], condition: Condition) -> bool:
+        """Whether some valid frame of the condition's request type in `frames` meets it."""
+        before: list[str] = []
+        for frame in frames:
+            kind = self.protocol.request_type(frame)
+            if (kind == condition.request_type and not self.protocol.check_request(frame)
+                    and condition.met_by(before, self.of(frame))):
+                return True
+            step = self._step(frame)
+            if step:
+                before.append(step)
+        return False
+
+    def _step(self, frame: bytes) -> str | None:
+        """A step of a prefix as a condition names it: any write is "a write" (the state a write
+        changes, not which request changed it, is what a defect after it needs), else its type."""
+        kind = self.protocol.request_type(frame)
+        template = self.templates.get(kind or "")
+        return WRITE_STEP if template is not None and template.writes else kind
 
 
 # -- the target's own evidence ------------------------------------------------------------------
@@ -306,6 +424,7 @@ class FindingState:
     matched: int = 0  # cases that matched a trigger since it was confirmed
     committed: tuple[int, int] = (0, 0)  # (skipped, matched) of cases below the resume point
     faults: dict[str, set[str]] = field(default_factory=dict)  # structural fault -> request types it reached it on
+    condition: Condition | None = None  # what its valid trigger needs (no evidence of its own to key it)
 
 
 class FindingBook:
@@ -329,6 +448,9 @@ class FindingBook:
         self._reply: dict[str, int] = {}  # trigger text -> reply-level finding id (the last frame only)
         self._wider: dict[str, list[tuple[frozenset[str], int]]] = {}  # request type -> (rules, finding id)
         self._merged: dict[int, int] = {}  # finding id -> the finding it was merged into
+        self._conditional: dict[str, list[tuple[Condition, int]]] = {}  # request type -> (condition, finding id)
+        self._weak: dict[str, list[int]] = {}  # provisional key -> findings keyed further by a condition
+        self._strays: dict[str, int] = {}  # provisional key -> anomalies meeting none of its conditions, investigated
 
     def __len__(self) -> int:
         return len(self.findings)
@@ -338,6 +460,14 @@ class FindingBook:
         if state is None:
             return
         costly = state.anomaly_class in COSTLY
+        if costly and state.condition and not trigger.startswith(FAULT_TRIGGER):
+            parsed = Trigger.parse(trigger)
+            if not parsed.rules and parsed.request_type == state.condition.request_type:
+                # a valid request reaches it only under its condition: held back only then
+                entries = self._conditional.setdefault(parsed.request_type, [])
+                if (state.condition, finding_id) not in entries:
+                    entries.append((state.condition, finding_id))
+                return
         if costly:
             self._exact.setdefault(trigger, finding_id)
         elif trigger.startswith(FAULT_TRIGGER) or Trigger.parse(trigger).rules:
@@ -355,8 +485,7 @@ class FindingBook:
 
     def add(self, state: FindingState) -> None:
         self.findings[state.id] = state
-        for key in {state.key, *state.aliases}:
-            self._by_key[key] = state.id
+        self._index_keys(state)
         if state.confirmed:
             for trigger in state.triggers:
                 self._hold(trigger, state.id)
@@ -368,9 +497,38 @@ class FindingBook:
     def rekey(self, state: FindingState, key: str) -> None:
         state.aliases.add(state.key)
         state.key = key
-        self._by_key[key] = state.id
-        for alias in state.aliases:
-            self._by_key[alias] = state.id
+        self._index_keys(state)
+
+    def _index_keys(self, state: FindingState) -> None:
+        """A finding's keys lead to it; a provisional key of one keyed further by a condition
+        leads to it only through that condition (`conditioned`)."""
+        self._by_key[state.key] = state.id
+        weak_keys = state.aliases - {state.key}
+        if state.condition:
+            weak_keys = weak_keys | {state.key.split(CONDITION_SEPARATOR)[0]}  # the key without its condition
+        for alias in weak_keys:
+            if state.condition:
+                if self._by_key.get(alias) == state.id:
+                    del self._by_key[alias]
+                weak = self._weak.setdefault(alias, [])
+                if state.id not in weak:
+                    weak.append(state.id)
+            else:
+                self._by_key[alias] = state.id
+
+    def conditioned(self, key: str) -> list[FindingState]:
+        """The confirmed findings a provisional key was keyed further from, by a condition."""
+        found: dict[int, FindingState] = {}
+        for fid in self._weak.get(key, ()):
+            state = self.resolve(fid)
+            if state is not None and state.confirmed and state.condition:
+                found.setdefault(state.id, state)
+        return list(found.values())
+
+    def stray(self, key: str) -> int:
+        """Count one anomaly of a provisional key that meets none of its findings' conditions."""
+        self._strays[key] = self._strays.get(key, 0) + 1
+        return self._strays[key]
 
     def merge(self, source: FindingState, into: FindingState) -> None:
         """`source` turned out to be `into` (its minimised reproducer gave the same key)."""
@@ -383,8 +541,7 @@ class FindingBook:
         into.skipped += source.skipped
         into.matched += source.matched
         into.committed = (into.committed[0] + source.committed[0], into.committed[1] + source.committed[1])
-        for alias in into.aliases | {into.key}:
-            self._by_key[alias] = into.id
+        self._index_keys(into)
         if into.confirmed:
             for trigger in into.triggers:
                 self._hold(trigger, into.id)
@@ -413,7 +570,7 @@ class FindingBook:
 
     @property
     def suppressing(self) -> bool:
-        return bool(self._exact or self._reply)
+        return bool(self._exact or self._reply or self._conditional)
 
     def resolve(self, finding_id: int) -> FindingState | None:
         """The finding an id stands for now, following merges."""
@@ -422,9 +579,11 @@ class FindingBook:
             finding_id, seen = self._merged[finding_id], seen + 1
         return self.findings.get(finding_id)
 
-    def matching(self, triggers: Sequence[Trigger | str], last: Sequence[Trigger | str] = ()) -> FindingState | None:
+    def matching(self, triggers: Sequence[Trigger | str], last: Sequence[Trigger | str] = (),
+                 meets: Callable[[Condition], bool] | None = None) -> FindingState | None:
         """The confirmed finding a case matches: a costly one through any of its `triggers` (every
-        frame, its structural fault), a reply-level one through the triggers of its `last` frame."""
+        frame, its structural fault), a reply-level one through the triggers of its `last` frame,
+        one that needs a condition when the case's frames meet it (`meets`)."""
         for trigger in triggers:
             text = trigger if isinstance(trigger, str) else trigger.text
             fid = self._exact.get(text)
@@ -434,6 +593,11 @@ class FindingBook:
             state = self.resolve(fid) if fid is not None else None
             if state is not None:
                 return state
+            if meets is not None and isinstance(trigger, Trigger) and not trigger.rules:
+                for condition, fid in self._conditional.get(trigger.request_type, ()):
+                    state = self.resolve(fid)
+                    if state is not None and meets(condition):
+                        return state
         for trigger in last:
             fid = self._reply.get(trigger if isinstance(trigger, str) else trigger.text)
             state = self.resolve(fid) if fid is not None else None
@@ -442,14 +606,14 @@ class FindingBook:
         return None
 
     def match(self, triggers: Sequence[Trigger | str], last: Sequence[Trigger | str] = (),
-              may_send: bool = True) -> tuple[FindingState | None, bool]:
+              may_send: bool = True, meets: Callable[[Condition], bool] | None = None) -> tuple[FindingState | None, bool]:
         """(the confirmed finding a case matches, whether to hold the case back).
 
         Every match counts; one in `rate` still goes out, since the defect may change (or be
         fixed) and the occurrences stay countable, unless `may_send` is False (known findings
         have taken their share of the campaign's time).
         """
-        state = self.matching(triggers, last)
+        state = self.matching(triggers, last, meets)
         if state is None:
             return None, False
         state.matched += 1

@@ -1,8 +1,10 @@
 """The case generator: maps a case id to exactly one test case, forever.
 
-The schedule interleaves the test groups by weight (boundary 3, structural 2, mutation 4,
-sequence 1 of every 10 cases by default), so any prefix of a campaign covers every group and a
-resumed or replayed case id yields the same bytes. Read-only mode filters templates *and* every
+The schedule interleaves the test groups by weight (out of every 100 cases by default: boundary
+24, structural 16, mutation 32, sequence 12, pairs 15, connection 1), spread evenly by smooth
+weighted round robin, so any prefix of a campaign covers every group and a resumed or replayed
+case id yields the same bytes. Feedback cases (mutations of corpus entries, values the target
+reported) depend on the lineage the campaign recorded for them, which `Feedback` supplies. Read-only mode filters templates *and* every
 generated frame: a bit flip must never turn a read into a write on a live plant. Frames the
 protocol says may only go to a loopback address (`Protocol.loopback_only`: broadcasts a device
 would relay to its networks) are filtered the same way for any other target.
@@ -13,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from otfuzz.engine.cases import TestCase, case_rng
-from otfuzz.engine.strategies import GROUPS, build_strategies
+from otfuzz.engine.feedback import Feedback
+from otfuzz.engine.strategies import GROUPS, Context, Pairs, StrategyOptions, build_strategies
+from otfuzz.engine.values import Dictionary
 from otfuzz.errors import OtfuzzError
 from otfuzz.protocols.base import Protocol
+from otfuzz.transport import connection_oriented
 
 READ_ONLY_RETRIES = 32
 
@@ -39,7 +44,7 @@ def valid_read(protocol: Protocol) -> tuple[bytes, str, str]:
 
 class CaseGenerator:
     def __init__(self, protocol: Protocol, seed: int, groups: Sequence[str] | None = None, read_only: bool = False,
-                 loopback: bool = True) -> None:
+                 loopback: bool = True, feedback: Feedback | None = None, options: StrategyOptions | None = None) -> None:
         self.protocol = protocol
         self.seed = seed
         self.read_only = read_only
@@ -48,20 +53,22 @@ class CaseGenerator:
         unknown = [g for g in groups if g not in GROUPS]
         if unknown:
             raise OtfuzzError(f"unknown test group '{unknown[0]}' (known: {', '.join(GROUPS)})")
+        if "connection" in groups and not connection_oriented(protocol):
+            if groups != list(GROUPS):
+                raise OtfuzzError(f"the connection group needs connections; {protocol.name} runs over datagrams")
+            groups.remove("connection")  # every group: every group this protocol has
         templates = [t for t in protocol.templates() if not (read_only and (t.writes or t.disruptive))]
         if not templates:
             raise OtfuzzError(f"{protocol.name}: no request types left to send in read-only mode")
         self.templates = templates
-        self.strategies = build_strategies(protocol, templates, groups)
-        # slot -> (group, rank of this slot among the group's slots)
-        self.schedule: list[tuple[str, int]] = []
-        for name in groups:
-            for rank in range(GROUPS[name]):
-                self.schedule.append((name, rank))
-        self.weights = {name: GROUPS[name] for name in groups}
+        self.dictionary = feedback.dictionary if feedback is not None else Dictionary(protocol.dictionary())
+        self.feedback = feedback
         # The safe fallback when read-only mode rejects every retry: a known valid read.
         self._fallback, self._fallback_type, fallback_text = valid_read(protocol)
         self._fallback_note = f"read-only fallback: {fallback_text}"
+        self.strategies = build_strategies(protocol, templates, groups, self.dictionary, self._fallback, options)
+        self.weights = {name: GROUPS[name] for name in groups}
+        self.schedule = smooth_schedule(self.weights)
 
     @property
     def groups(self) -> list[str]:
@@ -76,15 +83,21 @@ class CaseGenerator:
         index = cycle * self.weights[group] + rank
         strategy = self.strategies[group]
         rng = case_rng(self.seed, case_id)
-        made = strategy.make(index, rng)
+        ctx = Context(case_id, self.feedback, self.dictionary)
+        made = strategy.make(index, rng, ctx)
         if self.read_only or not self.loopback:
             for _ in range(READ_ONLY_RETRIES):
                 if not any(self._refused(frame) for frame in made.frames):
                     break
-                made = strategy.make(rng.randrange(1 << 30), rng)
+                made = strategy.make(rng.randrange(1 << 30), rng, ctx)
             else:
                 return TestCase(case_id, group, (self._fallback,), self._fallback_type, self._fallback_note)
-        return TestCase(case_id, group, made.frames, made.template, made.description, made.fault)
+        return TestCase(case_id, group, made.frames, made.template, made.description, made.fault, made.pattern, made.parent)
+
+    def pairs_coverage(self, cases: int) -> dict[str, dict[str, int]]:
+        """Pairwise coverage per request type after `cases` cases of the pairs group."""
+        strategy = self.strategies.get("pairs")
+        return strategy.coverage(cases) if isinstance(strategy, Pairs) else {}
 
     def _refused(self, frame: bytes) -> bool:
         """A frame this configuration must never send: a write in read-only mode, or a frame only
@@ -92,3 +105,20 @@ class CaseGenerator:
         if self.read_only and self.protocol.is_write(frame):
             return True
         return not self.loopback and self.protocol.loopback_only(frame) is not None
+
+
+def smooth_schedule(weights: dict[str, int]) -> list[tuple[str, int]]:
+    """(group, rank) for every slot of one cycle, each group's slots spread evenly over it
+    (smooth weighted round robin), so a short campaign meets every group early and often."""
+    total = sum(weights.values())
+    credit = {name: 0 for name in weights}
+    ranks = {name: 0 for name in weights}
+    out: list[tuple[str, int]] = []
+    for _ in range(total):
+        for name, weight in weights.items():
+            credit[name] += weight
+        best = max(weights, key=lambda n: (credit[n], -list(weights).index(n)))
+        credit[best] -= total
+        out.append((best, ranks[best]))
+        ranks[best] += 1
+    return out

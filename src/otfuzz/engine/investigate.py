@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from otfuzz.engine.cases import TestCase
 from otfuzz.engine.executor import CaseOutcome, CaseRunner
-from otfuzz.engine.findings import TargetEvidence, crash_report, stack_evidence
+from otfuzz.engine.findings import FrameValues, TargetEvidence, crash_report, stack_evidence
 from otfuzz.engine.minimise import ddmin, simpler_frames
 from otfuzz.monitor.anomaly import REPLY_CANDIDATES, AnomalyClass
 from otfuzz.monitor.probe import HealthProbe, ProbeResult
@@ -27,6 +27,8 @@ from otfuzz.monitor.process import ExitInfo, TargetProcess
 from otfuzz.protocols.base import Protocol, ReplyKind
 
 ANSWERED = (ReplyKind.NORMAL, ReplyKind.EXCEPTION, ReplyKind.SPEC_VIOLATION)
+STALL_SHARE = 0.5
+"""A probe answered after this share of its deadline, then prompt ones: a hang, not degradation."""
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Investigator:
         self.process = process
         self.recovery_timeout = recovery_timeout
         self.minimise_budget = minimise_budget
+        self.values = FrameValues(protocol)
         self.log = log
         self.start_timeout = start_timeout
 
@@ -98,6 +101,10 @@ class Investigator:
             probes += more
             if self._slow(probes):
                 return Diagnosis(AnomalyClass.DEGRADATION, probes)
+            if first.latency is not None and first.latency >= STALL_SHARE * self.probe.deadline:
+                # answered just inside the deadline, then promptly again: the target stalled for a
+                # while and came back by itself (a hang), it did not get slower
+                return Diagnosis(AnomalyClass.HANG, probes, recovered=True)
         return Diagnosis(candidate, probes)
 
     async def _stacks(self) -> TargetEvidence | None:
@@ -233,7 +240,7 @@ class Investigator:
             trials += 1
             if await self.replay([c.frames for c in history], anomaly, evidence):
                 sequence = list(history)
-        complete = True
+        complete, settled = True, False
 
         def result(reproducible: bool, cases: Sequence[TestCase], frames: Sequence[bytes], minimised: bool) -> dict[str, object]:
             return {
@@ -241,7 +248,8 @@ class Investigator:
                 "confirmation": {"method": self._method(), "trials": trials, "replayed_cases": len(history),
                                  "seconds": round(time.monotonic() - started, 3)},
                 "reproducer": {"case_ids": [c.case_id for c in cases], "frames_hex": [f.hex() for f in frames],
-                               "minimised": minimised, "minimisation_complete": minimised and complete},
+                               "minimised": minimised, "minimisation_complete": minimised and complete,
+                               "values_settled": minimised and complete and settled},
             }
 
         if sequence is None:
@@ -269,22 +277,29 @@ class Investigator:
             budget -= used
         prefix, final = frames[:-1], frames[-1]
         # Field-aware first: undo one departure from the valid request at a time, keeping each
-        # that still reproduces with strictly fewer rules broken (a subset: never a new fault).
+        # that still reproduces with fewer rules broken (a subset: never a new fault) or, as
+        # many, fewer fields off the template's values: what is left is what the defect needs.
         current = trigger_of(self.protocol, final)
-        improved = True
+        off = len(self.values.of(final))
+        improved, settled = True, False
         while improved and budget > 0:
             improved = False
             for candidate in simpler_frames(self.protocol, final):
                 now = trigger_of(self.protocol, candidate)
-                if now.request_type != current.request_type or not set(now.rules) < set(current.rules):
+                if now.request_type != current.request_type or not set(now.rules) <= set(current.rules):
+                    continue
+                now_off = len(self.values.of(candidate))
+                if not (set(now.rules) < set(current.rules) or now_off < off):
                     continue
                 trials += 1
                 budget -= 1
                 if await frames_reproduce(prefix + [candidate]):
-                    final, current, improved = candidate, now, True
+                    final, current, off, improved = candidate, now, now_off, True
                     break
                 if budget <= 0:
                     break
+            else:
+                settled = not improved  # every simpler candidate was tried: none reproduced
         if budget > 0 and len(final) > 1:
             start = trigger_of(self.protocol, final)
             allowed = set(start.rules)

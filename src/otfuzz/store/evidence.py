@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS findings (id INTEGER PRIMARY KEY AUTOINCREMENT, key T
                                      class TEXT NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS suppression (finding_id INTEGER PRIMARY KEY, skipped INTEGER NOT NULL,
                                         matched INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS corpus (id INTEGER PRIMARY KEY, case_id INTEGER NOT NULL, frames TEXT NOT NULL,
+                                   reason TEXT NOT NULL, t REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS lineage (case_id INTEGER PRIMARY KEY, parent INTEGER, observed INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS observed (idx INTEGER PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -98,6 +102,9 @@ class EvidenceStore:
         self._events: list[tuple[float, str, str]] = []
         self._samples: list[tuple[str, float, str]] = []
         self._suppression: dict[int, tuple[int, int]] = {}
+        self._corpus: list[tuple[int, int, str, str, float]] = []
+        self._lineage: list[tuple[int, int | None, int]] = []
+        self._observed: list[tuple[int, int]] = []
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -157,6 +164,17 @@ class EvidenceStore:
         """Known-finding suppression counters of one finding, committed with the next flush."""
         self._suppression[finding_id] = (skipped, matched)
 
+    def corpus_entry(self, entry_id: int, case_id: int, frames: list[bytes], reason: str, t: float) -> None:
+        """A corpus entry, committed with the next flush (before any lineage that names it)."""
+        self._corpus.append((entry_id, case_id, json.dumps([f.hex() for f in frames]), reason, t))
+
+    def lineage(self, case_id: int, parent: int | None, observed: int) -> None:
+        """What a feedback case was derived from, committed with the next flush."""
+        self._lineage.append((case_id, parent, observed))
+
+    def observed_value(self, index: int, value: int) -> None:
+        self._observed.append((index, value))
+
     def flush(self, next_case: int, elapsed: float, timeline: tuple[float, int, int] | None = None) -> None:
         """Commit pending counts with the resume point they correspond to, atomically."""
         try:
@@ -173,6 +191,9 @@ class EvidenceStore:
             self.db.executemany("INSERT INTO samples (series, t, record) VALUES (?, ?, ?)", self._samples)
             self.db.executemany("INSERT OR REPLACE INTO suppression (finding_id, skipped, matched) VALUES (?, ?, ?)",
                                 [(f, skipped, matched) for f, (skipped, matched) in self._suppression.items()])
+            self.db.executemany("INSERT OR IGNORE INTO corpus (id, case_id, frames, reason, t) VALUES (?, ?, ?, ?, ?)", self._corpus)
+            self.db.executemany("INSERT OR REPLACE INTO lineage (case_id, parent, observed) VALUES (?, ?, ?)", self._lineage)
+            self.db.executemany("INSERT OR IGNORE INTO observed (idx, value) VALUES (?, ?)", self._observed)
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self.db.in_transaction:
@@ -183,6 +204,9 @@ class EvidenceStore:
         self._events.clear()
         self._samples.clear()
         self._suppression.clear()
+        self._corpus.clear()
+        self._lineage.clear()
+        self._observed.clear()
 
     def add_anomaly(self, case_id: int, group: str, anomaly_class: str, record: dict[str, Any],
                     finding_id: int | None = None) -> int:
@@ -259,6 +283,21 @@ class EvidenceStore:
         return [(f, float(t or 0), float(h or 0) + float(i or 0)) for f, t, h, i in self.db.execute(
             "SELECT finding_id, json_extract(record, '$.elapsed_s'), json_extract(record, '$.handling_s'), "
             "json_extract(record, '$.investigation_s') FROM anomalies ORDER BY id")]
+
+    def corpus(self) -> list[tuple[int, int, list[bytes], str, float]]:
+        """(id, case id, frames, reason, campaign time) of every corpus entry, in order."""
+        return [(i, c, [bytes.fromhex(h) for h in json.loads(f)], r, t)
+                for i, c, f, r, t in self.db.execute("SELECT id, case_id, frames, reason, t FROM corpus ORDER BY id")]
+
+    def lineage_of(self, case_id: int) -> tuple[int | None, int] | None:
+        row = self.db.execute("SELECT parent, observed FROM lineage WHERE case_id = ?", (case_id,)).fetchone()
+        return None if row is None else (row[0], int(row[1]))
+
+    def observed_values(self) -> list[int]:
+        return [int(v) for (v,) in self.db.execute("SELECT value FROM observed ORDER BY idx")]
+
+    def lineage_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM lineage").fetchone()[0])
 
     def suppression_counts(self) -> dict[int, tuple[int, int]]:
         return {f: (s, m) for f, s, m in self.db.execute("SELECT finding_id, skipped, matched FROM suppression")}

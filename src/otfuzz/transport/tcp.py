@@ -141,6 +141,9 @@ class Connection:
     def __init__(self, wire: _Wire, transport: asyncio.Transport) -> None:
         self._wire = wire
         self._transport = transport
+        # set by the engine: a frame that breaks the specification, or after which the target
+        # may end the connection, went over it; a close or reset later on it is then no anomaly
+        self.close_excused = False
 
     @classmethod
     async def open(cls, host: str, port: int, session: Session, timeout: float, opening: bool = True) -> Connection:

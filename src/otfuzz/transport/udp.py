@@ -79,6 +79,9 @@ class Connection:
     def __init__(self, endpoint: _Endpoint, transport: asyncio.DatagramTransport, source_port: str) -> None:
         self._endpoint = endpoint
         self._transport = transport
+        # set by the engine: a frame that breaks the specification, or after which the target
+        # may end the connection, went over it; a close or reset later on it is then no anomaly
+        self.close_excused = False
         # How the engine may reuse this connection between cases (see otfuzz.transport):
         # replies are matched by the session, so it is kept whatever happened, unless every case
         # is to come from a new source port.
