@@ -136,3 +136,18 @@ def test_many_occurrences_are_one_finding_with_a_row_per_anomaly() -> None:
     assert printed.count('<tr id="anomaly-') == 200 and "all 250 are in the HTML and JSON reports" in printed
     assert printed.count("... (100 bytes)") >= 200  # cut in print
     assert "250 occurrences" in words  # the matrix counts occurrences, cites the finding
+
+
+def test_the_search_section_shows_pairwise_coverage_least_covered_first_and_the_corpus_chart() -> None:
+    results = hostile_results()
+    results["search"] = {
+        "pairs": {"cases": 120, "covered": 150, "total": 200, "by_request_type": {
+            "read_coils": {"covered": 100, "total": 100}, "write_single_register": {"covered": 50, "total": 100}}},
+        "corpus_size": 42, "observed_values": 7, "observations": 40, "connection_s": 0.0, "investigating_s": 1.0,
+        "corpus_over_time": [{"t": 0.5, "size": 3, "observed": 0}, {"t": 1.0, "size": 42, "observed": 7}],
+    }
+    page = render_html(results, build_evidence(results, OPTIONS))
+    assert "150 of 200 value pairs" in page and "(75.0%) in 120 pairs cases" in page
+    assert page.index("<td>write_single_register</td>") < page.index("<td>read_coils</td>")  # least covered first
+    assert "Feedback corpus: 42 cases" in page and "Feedback corpus over time" in page
+    assert "Search reached" not in render_html(hostile_results(), build_evidence(hostile_results(), OPTIONS))

@@ -152,6 +152,7 @@ def report_context(results: Mapping[str, Any], evidence: Mapping[str, Any], *,
         "unmapped_groups": evidence.get("unmapped_groups") or [],
         "rules": _dict(evidence.get("mapping")).get("rules") or [],
         "charts": _charts(results, groups),
+        "search": _search(results),
         "extra_sections": _extra_sections(results),
         "record": _record(results, tool, campaign, target),
         "config_json": json.dumps(campaign.get("config") or {}, indent=2, sort_keys=True),
@@ -321,7 +322,35 @@ def _charts(results: Mapping[str, Any], groups: Sequence[Mapping[str, Any]]) -> 
         "Reply classes per test group",
         [(str(g.get("name", "?")), {str(k): int(v) for k, v in _dict(g.get("replies")).items() if isinstance(v, int)})
          for g in groups], REPLY_KINDS)
-    return [cases, found, latency, replies]
+    charts = [cases, found, latency, replies]
+    corpus = [_dict(c) for c in _dict(results.get("search")).get("corpus_over_time") or []]
+    if corpus:
+        charts.append(plots.line_chart(
+            "Feedback corpus over time",
+            [Series("corpus entries", [(_num(c.get("t")), _num(c.get("size"))) for c in corpus], "#6a1b9a"),
+             Series("values the target reported", [(_num(c.get("t")), _num(c.get("observed"))) for c in corpus], "#ef6c00")],
+            "seconds since start", "entries (cumulative)"))
+    return charts
+
+
+def _search(results: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Pairwise coverage per request type (least covered first) and the feedback corpus."""
+    search = _dict(results.get("search"))
+    if not search:
+        return None
+    pairs = _dict(search.get("pairs"))
+    rows = []
+    for name, row in _dict(pairs.get("by_request_type")).items():
+        row = _dict(row)
+        total = int(row.get("total") or 0)
+        if total:
+            rows.append({"name": name, "covered": int(row.get("covered") or 0), "total": total,
+                         "share": 100.0 * int(row.get("covered") or 0) / total})
+    rows.sort(key=lambda r: (r["share"], r["name"]))
+    total = int(pairs.get("total") or 0)
+    return {"pairs_cases": int(pairs.get("cases") or 0), "covered": int(pairs.get("covered") or 0), "total": total,
+            "share": 100.0 * int(pairs.get("covered") or 0) / total if total else None, "rows": rows,
+            "corpus_size": int(search.get("corpus_size") or 0), "observed_values": int(search.get("observed_values") or 0)}
 
 
 def _num(value: Any) -> float:

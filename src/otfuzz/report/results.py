@@ -17,7 +17,7 @@ from otfuzz.engine.findings import behaviour_of
 from otfuzz.errors import OtfuzzError
 from otfuzz.store.evidence import EvidenceStore
 
-REPLY_KINDS = ("normal", "exception", "malformed", "spec-violation", "no-reply", "closed", "reset", "suppressed")
+REPLY_KINDS = ("normal", "exception", "malformed", "spec-violation", "no-reply", "closed", "reset", "suppressed", "deferred")
 SEVERITIES = ("high", "medium", "low")
 
 
@@ -63,7 +63,8 @@ def results_from_store(store: EvidenceStore) -> dict[str, Any]:
         "campaign": campaign,
         "target": store.get_meta("target") or {},
         "liveness": store.get_meta("liveness") or {"method": "not measured", "baseline_ms": {}},
-        "totals": {"cases": sum(totals.values()), "sent": sum(totals.values()) - totals.get("suppressed", 0),
+        "totals": {"cases": sum(totals.values()),
+                   "sent": sum(totals.values()) - totals.get("suppressed", 0) - totals.get("deferred", 0),
                    "anomalies": len(anomalies), "replies": totals, "anomaly_classes": classes,
                    "findings": len(findings),
                    "findings_by_severity": {s: sum(1 for f in findings if f["severity"] == s) for s in SEVERITIES},
@@ -77,6 +78,9 @@ def results_from_store(store: EvidenceStore) -> dict[str, Any]:
         "probes": store.probes(),
         "events": store.events(),
     }
+    search = store.get_meta("search")
+    if search is not None:
+        doc["search"] = {**search, "corpus_over_time": store.samples("corpus")}
     for key in ("stress", "policy"):  # sections other layers add to the store
         extra = store.get_meta(key)
         if extra is not None:
