@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--default-seconds", type=float, default=300.0, help="default schedule per seed (default 300)")
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--skip-default", action="store_true", help="leave out the default-schedule runs")
-    parser.add_argument("--only", default=",".join(STRATEGIES), help="strategies to run (comma-separated)")
+    parser.add_argument("--only", default=",".join(STRATEGIES), help="strategies to run (comma-separated; empty: none)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     with tempfile.TemporaryDirectory(prefix="otfuzz-bench-search-") as tmp:
@@ -143,7 +143,7 @@ def main() -> None:
         print(f"cases to first detection (strategy alone, {args.seconds:g} s per seed, seeds {args.seeds}; '-' = not reached)")
         names = list(PLANTED)
         print(f"{'strategy':<11} " + " ".join(f"{n[:14]:>14}" for n in names))
-        for strategy in args.only.split(","):
+        for strategy in [s for s in args.only.split(",") if s]:
             cells: dict[str, list[str]] = {n: [] for n in names}
             for seed in seeds:
                 found = first_detection(campaign(work, strategy, seed, args.seconds, strategy))

@@ -22,11 +22,23 @@ def enip_server() -> Iterator[int]:
         stop_server(proc)
 
 
+@pytest.fixture()
+def fresh_pymodbus() -> Iterator[tuple[str, int]]:
+    """A pymodbus of the test's own, for campaigns that may write any value (sequences, pairs)."""
+    port = free_port()
+    proc = start_server([*script("pymodbus_server.py"), "--port", str(port)], port)
+    try:
+        yield HOST, port
+    finally:
+        stop_server(proc)
+
+
 @pytest.fixture(scope="session")
 def pymodbus_server() -> Iterator[tuple[str, int]]:
     """pymodbus 3.16.1 with holding register i = i (0..999) and identity otfuzz-test/PM/3.16.1.
 
-    Shared by the whole session: tests only write values the datastore already holds.
+    Shared by the whole session: campaigns write what they like (sequences, pairs, the dictionary),
+    so a test that reads a value back uses `fresh_pymodbus`.
     """
     port = free_port()
     proc = start_server([*script("pymodbus_server.py"), "--port", str(port)], port)

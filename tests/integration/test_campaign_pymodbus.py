@@ -20,7 +20,6 @@ from otfuzz.protocols.modbus import ModbusTCP
 from otfuzz.report.json_report import validate_results
 from otfuzz.report.results import load_results
 from otfuzz.store.evidence import EvidenceStore
-from targets.servers import free_port, script, start_server, stop_server
 
 
 def _otfuzz(*args: str) -> list[str]:
@@ -37,16 +36,6 @@ def _read_coils(host: str, port: int) -> bytes:
     with socket.create_connection((host, port), timeout=2) as sock:
         sock.sendall(bytes.fromhex("000200000006010100000100"))
         return sock.recv(300)
-
-
-@pytest.fixture()
-def fresh_pymodbus():
-    port = free_port()
-    proc = start_server([*script("pymodbus_server.py"), "--port", str(port)], port)
-    try:
-        yield "127.0.0.1", port
-    finally:
-        stop_server(proc)
 
 
 def test_short_campaign_counts_every_case_and_writes_a_valid_results_document(pymodbus_server, tmp_path: Path) -> None:

@@ -116,9 +116,9 @@ def test_the_connection_group_stays_within_its_ceiling_and_stops_at_ctrl_c(tmp_p
     assert 10 <= int(peak.read_text()) <= 25 + 3
 
 
-def test_replay_regenerates_feedback_and_sequence_cases_byte_for_byte_also_after_resume(pymodbus_server, tmp_path: Path,
+def test_replay_regenerates_feedback_and_sequence_cases_byte_for_byte_also_after_resume(fresh_pymodbus, tmp_path: Path,
                                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    host, port = pymodbus_server
+    host, port = fresh_pymodbus
     run = tmp_path / "run"
     argv = [sys.executable, "-c", "import sys; from otfuzz.cli import main; sys.exit(main())", "run",
             f"modbus://{host}:{port}", "--cases", "6000", "--seed", "4", "--out", str(run), "--quiet",

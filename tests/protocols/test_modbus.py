@@ -464,9 +464,9 @@ def test_pymodbus_rejections_and_spec_violations_are_classified(pymodbus_server:
 
 
 @pytest.mark.integration
-def test_pymodbus_probe_and_identity(pymodbus_server: tuple[str, int]) -> None:
+def test_pymodbus_probe_and_identity(fresh_pymodbus: tuple[str, int]) -> None:
     protocol = ModbusTCP({"unit": "9", "probe_address": "42"})
-    probe_reply, identity_reply = exchange(pymodbus_server, [protocol.probe().frame, protocol.identify()[0]])
+    probe_reply, identity_reply = exchange(fresh_pymodbus, [protocol.probe().frame, protocol.identify()[0]])
     assert probe_reply is not None and protocol.probe_ok(probe_reply)
     assert probe_reply[-2:] == (42).to_bytes(2, "big")  # holding register i holds i
     assert identity_reply is not None

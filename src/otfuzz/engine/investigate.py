@@ -94,6 +94,9 @@ class Investigator:
             exit_info = self.process.poll() if self.process else None
             if exit_info is not None:
                 return Diagnosis(AnomalyClass.CRASH, probes, exit_info, recovered=False, evidence=exit_evidence(exit_info))
+            if not recovered and more and more[-1].reason == "refused":
+                # accepted a connection while dying, refused them once it was gone
+                return Diagnosis(AnomalyClass.CRASH, probes, recovered=False)
             return Diagnosis(AnomalyClass.HANG if recovered else AnomalyClass.UNRESPONSIVE_AFTER, probes, recovered=recovered,
                              evidence=stuck)
         if first.reason == "slow":
