@@ -22,15 +22,19 @@ def enip_server() -> Iterator[int]:
         stop_server(proc)
 
 
-@pytest.fixture()
-def fresh_pymodbus() -> Iterator[tuple[str, int]]:
-    """A pymodbus of the test's own, for campaigns that may write any value (sequences, pairs)."""
+def _pymodbus() -> Iterator[tuple[str, int]]:
     port = free_port()
     proc = start_server([*script("pymodbus_server.py"), "--port", str(port)], port)
     try:
         yield HOST, port
     finally:
         stop_server(proc)
+
+
+@pytest.fixture()
+def fresh_pymodbus() -> Iterator[tuple[str, int]]:
+    """A pymodbus of the test's own, for campaigns that may write any value (sequences, pairs)."""
+    yield from _pymodbus()
 
 
 @pytest.fixture(scope="session")
@@ -40,12 +44,7 @@ def pymodbus_server() -> Iterator[tuple[str, int]]:
     Shared by the whole session: campaigns write what they like (sequences, pairs, the dictionary),
     so a test that reads a value back uses `fresh_pymodbus`.
     """
-    port = free_port()
-    proc = start_server([*script("pymodbus_server.py"), "--port", str(port)], port)
-    try:
-        yield HOST, port
-    finally:
-        stop_server(proc)
+    yield from _pymodbus()
 
 
 class FaultyServers:

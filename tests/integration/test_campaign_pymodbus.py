@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from otfuzz.cli import main
 from otfuzz.engine.generator import GROUPS, CaseGenerator

@@ -10,12 +10,8 @@ evidence (a Python traceback, a C++ terminate message) and hangs its stacks (py-
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +24,7 @@ from otfuzz.monitor.probe import HealthProbe
 from otfuzz.protocols.modbus import ModbusTCP
 from otfuzz.report.json_report import validate_results
 from otfuzz.report.results import load_results
-from targets.servers import HOST, TARGETS, free_port, script, start_server, stop_server
+from targets.servers import HOST, TARGETS, free_port, interrupt_when, script, start_server, stop_server
 
 DEFECTS = {
     "overflow-crash": ("--defect", "overflow-crash"),
@@ -238,29 +234,12 @@ def test_resume_keeps_findings_keys_and_suppression(tmp_path: Path) -> None:
     port = free_port()
     run = tmp_path / "run"
     command = shlex.join([sys.executable, str(TARGETS / "faulty_modbus.py"), "--port", str(port), "--fault", "crash:4"])
-    argv = [sys.executable, "-c", "import sys; from otfuzz.cli import main; sys.exit(main())", "run",
-            f"modbus://127.0.0.1:{port}", "--cases", "30000", "--seed", "2", "--out", str(run), "--quiet",
-            "--target-cmd", command, "--probe-deadline", "0.5", "--minimise-budget", "24"]
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            if (run / "evidence.sqlite").exists():
-                from otfuzz.store.evidence import EvidenceStore
+    def held(store: Any) -> bool:
+        counts = store.suppression_counts()
+        return bool(counts) and max(s for s, _ in counts.values()) > 5
 
-                store = EvidenceStore.open(run)
-                try:
-                    held = store.suppression_counts()
-                finally:
-                    store.close()
-                if held and max(s for s, _ in held.values()) > 5:
-                    break
-        child.send_signal(signal.SIGINT)
-        assert child.wait(30) == 130
-    finally:
-        if child.poll() is None:
-            os.kill(child.pid, signal.SIGKILL)
+    interrupt_when(["run", f"modbus://127.0.0.1:{port}", "--cases", "30000", "--seed", "2", "--out", str(run), "--quiet",
+                    "--target-cmd", command, "--probe-deadline", "0.5", "--minimise-budget", "24"], run, held)
     before = load_results(run)
     [finding] = before["findings"]
     assert main(["run", "--resume", str(run), "--quiet"]) == 0  # to the end: 30000 cases, most fc 4 ones held back

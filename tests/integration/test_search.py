@@ -19,7 +19,7 @@ import pytest
 from otfuzz.cli import main
 from otfuzz.engine.pairwise import covering_array
 from otfuzz.report.results import load_results
-from targets.servers import TARGETS, free_port
+from targets.servers import TARGETS, free_port, interrupt_when
 
 
 def test_a_covering_array_holds_every_pair_of_every_two_fields_and_is_deterministic() -> None:
@@ -120,29 +120,8 @@ def test_replay_regenerates_feedback_and_sequence_cases_byte_for_byte_also_after
                                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     host, port = fresh_pymodbus
     run = tmp_path / "run"
-    argv = [sys.executable, "-c", "import sys; from otfuzz.cli import main; sys.exit(main())", "run",
-            f"modbus://{host}:{port}", "--cases", "6000", "--seed", "4", "--out", str(run), "--quiet",
-            "--groups", "mutation,sequence", "--no-confirm"]
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            time.sleep(0.3)
-            if (run / "evidence.sqlite").exists():
-                from otfuzz.store.evidence import EvidenceStore
-
-                store = EvidenceStore.open(run)
-                try:
-                    enough = store.lineage_count() > 50
-                finally:
-                    store.close()
-                if enough:
-                    break
-        child.send_signal(signal.SIGINT)
-        assert child.wait(30) == 130
-    finally:
-        if child.poll() is None:
-            os.kill(child.pid, signal.SIGKILL)
+    interrupt_when(["run", f"modbus://{host}:{port}", "--cases", "6000", "--seed", "4", "--out", str(run), "--quiet",
+                    "--groups", "mutation,sequence", "--no-confirm"], run, lambda store: store.lineage_count() > 50, 30)
     assert main(["run", "--resume", str(run), "--quiet"]) == 0
     doc = load_results(run)
     assert doc["search"]["corpus_size"] > 5

@@ -9,13 +9,15 @@ fails the test with its own error message rather than a timeout.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 TARGETS = Path(__file__).resolve().parent
@@ -91,3 +93,35 @@ def stop_server(proc: subprocess.Popen[bytes], timeout: float = 5) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+OTFUZZ = [sys.executable, "-c", "import sys; from otfuzz.cli import main; sys.exit(main())"]
+
+
+def interrupt_when(argv: Sequence[str], run: Path, ready: Callable[[Any], bool], timeout: float = 60) -> None:
+    """Run `otfuzz ARGV` in a child and Ctrl-C it once `ready(store)` holds for the run's evidence
+    store (or after `timeout`); asserts it stops as an interrupted run (exit 130)."""
+    from otfuzz.errors import OtfuzzError
+    from otfuzz.store.evidence import EvidenceStore
+
+    child = subprocess.Popen([*OTFUZZ, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            if (run / "evidence.sqlite").exists():
+                try:
+                    store = EvidenceStore.open(run)
+                except OtfuzzError:  # created, metadata not yet written
+                    continue
+                try:
+                    if ready(store):
+                        break
+                finally:
+                    store.close()
+        child.send_signal(signal.SIGINT)
+        assert child.wait(30) == 130
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)

@@ -921,9 +921,6 @@ class S7Comm(Protocol):
     def session(self) -> S7Session:
         return S7Session([self._cr, self._setup])
 
-    def identify(self) -> list[bytes]:
-        return list(self._identify)
-
     def stress_flood(self) -> tuple[bytes, str] | None:
         """Read SZL 0x0011 (module identification): a small answer every CPU gives, from its
         system status list rather than the user program's memory."""

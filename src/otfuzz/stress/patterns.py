@@ -24,7 +24,6 @@ from types import MappingProxyType
 from typing import Any
 
 from otfuzz.errors import OtfuzzError
-from otfuzz.protocols.base import Protocol
 
 GROUPS: tuple[str, ...] = ("connection-flood", "request-flood", "malformed-flood", "protocol-flood")
 """Load test groups in the order a run executes them (recovery is judged after each)."""
