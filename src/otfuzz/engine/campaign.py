@@ -535,7 +535,9 @@ class Campaign:
         if during is not None and not during.ok:
             candidate = AnomalyClass.HANG  # unanswered or refused while the pattern ran; diagnosed again after
         elif during is not None and during.reason == "slow":
-            candidate = AnomalyClass.DEGRADATION
+            # answered at last, but only after half the deadline: it stalled (hang), not slowed
+            stalled = (during.latency or 0.0) >= STALL_SHARE * self.probe.deadline
+            candidate = AnomalyClass.HANG if stalled else AnomalyClass.DEGRADATION
         detail = f"{case.pattern.describe()}: {result.detail}; probe during it: {during.reason if during else 'not run'}"
         kind = ReplyKind.NORMAL if candidate is None else ReplyKind.NO_REPLY
         self._results[case.case_id] = (case.group, kind.value)
