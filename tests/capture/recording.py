@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dpkt
 
@@ -176,3 +177,34 @@ def record_capture(path: Path, connections: list[Connection], server: tuple[str,
         packets += connection_packets(connection, (client_host, 40000 + n), server, 1000 + 100_000 * n,
                                       (faults or {}).get(n))
     return write_capture(path, packets, pcapng)
+
+
+def drive(port: int, session: Any, frames: list[bytes], timeout: float = 2.0) -> list[bytes | None]:
+    """A client on one TCP connection moving `frames` through a protocol session (its opening
+    first), the way the engine's transport does; the reply to each frame, every wait bounded."""
+    replies: list[bytes | None] = []
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for frame in [*session.opening(), *frames]:
+            while session.next_reply() is not None:
+                pass
+            sock.sendall(session.prepare(frame))
+            reply = None
+            deadline = time.monotonic() + timeout
+            for _ in range(1000):
+                reply = session.next_reply()
+                if reply is not None or time.monotonic() > deadline:
+                    break
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    data = sock.recv(65536)
+                except (socket.timeout, TimeoutError):
+                    break
+                if not data:
+                    break
+                session.feed(data)
+                out = session.take_output()
+                if out:
+                    sock.sendall(out)
+            replies.append(reply)
+    return replies

@@ -2,7 +2,8 @@
 
 A candidate protocol must frame the client's bytes with its own framing (`split_messages`) and
 recognise at least half of the requests it frames as declared request types or as its session's
-own traffic (`from_capture`, `session_control`). The protocol registered for the server's port
+own traffic (`from_capture`, `session_control`); on its own port, framing every byte is enough
+(what it cannot read is listed as unparsed). The protocol registered for the server's port
 is tried first, so a Modbus gateway on 502 is never taken for something else, and a service on a
 non-standard port is still found by its content. What nothing recognises stays listed.
 """
@@ -76,7 +77,7 @@ def _frames(protocol: Protocol, flow: Flow, from_client: bool) -> tuple[list[Mes
     return out, len(rest)
 
 
-def _try(scheme: str, protocol: Protocol, flow: Flow) -> tuple[Recognised, int] | None:
+def _try(scheme: str, protocol: Protocol, flow: Flow, by_port: bool = False) -> tuple[Recognised, int] | None:
     requests, left = _frames(protocol, flow, True)
     if not requests:
         return None
@@ -94,7 +95,9 @@ def _try(scheme: str, protocol: Protocol, flow: Flow) -> tuple[Recognised, int] 
         if m.raw not in templates:
             templates[m.raw] = protocol.from_capture(m.raw)
         known += templates[m.raw] is not None
-    if 2 * known < len(requests):
+    # on its own port a protocol that frames every byte is the flow's, whatever it made of the
+    # requests (those it cannot read are listed); elsewhere it must recognise half of them
+    if 2 * known < len(requests) and not (by_port and not left):
         return None
     replies, reply_left = _frames(protocol, flow, False)
     found = Recognised(scheme, protocol, requests, replies, templates, control,
@@ -108,7 +111,7 @@ def recognise(flow: Flow, candidates: Sequence[str] | None = None) -> Recognised
     names = list(candidates) if candidates is not None else list(every)
     by_port = [s for s in names if every[s].default_port == flow.server[1] and every[s].transport == flow.transport]
     for scheme in by_port:
-        hit = _try(scheme, every[scheme], flow)
+        hit = _try(scheme, every[scheme], flow, by_port=True)
         if hit is not None:
             return hit[0]
     best: tuple[Recognised, int] | None = None

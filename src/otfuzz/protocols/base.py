@@ -394,14 +394,15 @@ class Protocol(ABC):
 
     def from_capture(self, frame: bytes) -> Template | None:
         """A captured request as a template carrying its values as seen (the device's real
-        addresses and points), or None when no declared request type decodes it exactly.
+        addresses and points), or None when it breaks the specification (`check_request`) or
+        no declared request type decodes it exactly.
 
         The request type `request_type` names is tried first; a template fits when its layout
         decodes the normalised frame with no field off its limits and encodes it back unchanged.
         """
         frame = self.normalise_request(frame)
-        if not frame:
-            return None
+        if not frame or self.check_request(frame):
+            return None  # off the specification: listed as unparsed, never a template
         name = self.request_type(frame)
         for template in sorted(self.templates(), key=lambda t: t.name != name):
             message = template.message
