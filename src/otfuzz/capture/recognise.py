@@ -19,6 +19,10 @@ from otfuzz.protocols import available, default_instance
 from otfuzz.protocols.base import Protocol, Template
 
 
+SAMPLE = 32
+"""Requests of a flow a protocol tried by parsing must mostly recognise before the rest are read."""
+
+
 @dataclass(frozen=True)
 class Message:
     """One framed message of a flow: `request` from the client, else a reply from the server."""
@@ -84,7 +88,9 @@ def _try(scheme: str, protocol: Protocol, flow: Flow, by_port: bool = False) -> 
     templates: dict[bytes, Template | None] = {}
     control: set[bytes] = set()
     known = 0
-    for m in requests:
+    for n, m in enumerate(requests):
+        if n == SAMPLE and not by_port and 2 * known < n:
+            return None  # the first requests already say no: the rest need not be decoded
         if m.raw in control or templates.get(m.raw) is not None:
             known += 1
             continue
