@@ -24,10 +24,10 @@ import jinja2
 
 from otfuzz.capture.flows import endpoint_text
 from otfuzz.capture.seeds import CaptureReading, read_capture
+from otfuzz.compliance.gap import AUDIT_FILE
 from otfuzz.compliance.system import Asset, Channel, Conduit, SystemModel, load_system
 from otfuzz.errors import OtfuzzError
 
-AUDIT_FILE = "audit.json"
 SEGMENTATION, BOUNDARY = "SR 5.1", "SR 5.2"
 
 

@@ -80,7 +80,7 @@ def collect_runs(paths: Sequence[Path]) -> list[RunInfo]:
 
 
 AUDIT_FILE = "audit.json"
-"""What `otfuzz capture audit --out DIR` writes (otfuzz.capture.audit.AUDIT_FILE)."""
+"""What `otfuzz capture audit --out DIR` writes and `collect_runs` reads as conduit evidence."""
 
 
 def _audit_run(path: Path) -> RunInfo:
