@@ -208,3 +208,13 @@ def drive(port: int, session: Any, frames: list[bytes], timeout: float = 2.0) ->
                     sock.sendall(out)
             replies.append(reply)
     return replies
+
+
+def udp_packet(src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> bytes:
+    """One Ethernet/IPv4/UDP frame."""
+    udp = dpkt.udp.UDP(sport=src[1], dport=dst[1], data=payload)
+    udp.ulen = len(udp)
+    ip = dpkt.ip.IP(src=_ip(src[0]), dst=_ip(dst[0]), p=dpkt.ip.IP_PROTO_UDP, ttl=64, data=udp)
+    ip.len = len(ip)
+    return bytes(dpkt.ethernet.Ethernet(src=b"\x02\x00\x00\x00\x00\x01", dst=b"\x02\x00\x00\x00\x00\x02",
+                                        type=dpkt.ethernet.ETH_TYPE_IP, data=ip))

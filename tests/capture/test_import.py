@@ -114,3 +114,17 @@ def test_capture_import_command_writes_the_seed_file(modbus_capture, tmp_path: P
     out = capsys.readouterr().out
     assert "modbus 10.0.0.9:502: 4 distinct requests" in out
     assert (tmp_path / "seeds" / "plant.seeds.json").is_file()
+
+
+def test_udp_datagrams_form_one_flow_recognised_by_port(tmp_path: Path) -> None:
+    from recording import udp_packet
+
+    from otfuzz.protocols import default_instance
+
+    bacnet = default_instance("bacnet")
+    frames = [t.encode() for t in bacnet.templates()[:3]]
+    packets = [(1.0 + i, udp_packet(("10.0.0.5", 50000), ("10.0.0.40", 47808), f)) for i, f in enumerate(frames)]
+    _, document = import_capture(write_capture(tmp_path / "bacnet.pcap", packets), tmp_path / "seeds")
+    (endpoint,) = document["endpoints"]
+    assert (endpoint["protocol"], endpoint["transport"], endpoint["server"]) == ("bacnet", "udp", "10.0.0.40:47808")
+    assert [r["frame"] for r in endpoint["requests"]] == [f.hex() for f in frames]
