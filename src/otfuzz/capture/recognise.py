@@ -87,6 +87,7 @@ def _try(scheme: str, protocol: Protocol, flow: Flow, by_port: bool = False) -> 
         return None
     templates: dict[bytes, Template | None] = {}
     control: set[bytes] = set()
+    by_normal: dict[bytes, Template | None] = {}
     known = 0
     for n, m in enumerate(requests):
         if n == SAMPLE and not by_port and 2 * known < n:
@@ -99,7 +100,11 @@ def _try(scheme: str, protocol: Protocol, flow: Flow, by_port: bool = False) -> 
             known += 1
             continue
         if m.raw not in templates:
-            templates[m.raw] = protocol.from_capture(m.raw)
+            # requests that differ only in the counters the session sets are one request
+            normal = protocol.normalise_request(m.raw)
+            if normal not in by_normal:
+                by_normal[normal] = protocol.from_capture(normal)
+            templates[m.raw] = by_normal[normal]
         known += templates[m.raw] is not None
     # on its own port a protocol that frames every byte is the flow's, whatever it made of the
     # requests (those it cannot read are listed); elsewhere it must recognise half of them
