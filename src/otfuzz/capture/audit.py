@@ -25,7 +25,7 @@ import jinja2
 from otfuzz.capture.flows import endpoint_text
 from otfuzz.capture.seeds import CaptureReading, read_capture
 from otfuzz.compliance.gap import AUDIT_FILE
-from otfuzz.compliance.system import Asset, Channel, Conduit, SystemModel, load_system
+from otfuzz.compliance.system import Channel, Conduit, SystemModel, load_system
 from otfuzz.errors import OtfuzzError
 
 SEGMENTATION, BOUNDARY = "SR 5.1", "SR 5.2"
@@ -45,8 +45,8 @@ def _operation(found: Any, raw: bytes) -> tuple[str, int | None, bool, bool]:
     return template.name, template.code, template.writes, template.disruptive
 
 
-def _channel_for(model: SystemModel, scheme: str, client_zone: str | None, server: tuple[str, int],
-                 assets: Mapping[str, Asset]) -> tuple[list[tuple[Conduit, Channel]], tuple[Conduit, Channel] | None]:
+def _channel_for(model: SystemModel, scheme: str, client_zone: str | None,
+                 server: tuple[str, int]) -> tuple[list[tuple[Conduit, Channel]], tuple[Conduit, Channel] | None]:
     """Channels of this protocol from the client's zone, and the one whose endpoint is `server`."""
     host, port = _normal(server[0]), server[1]
     candidates = [(c, ch) for c, ch in model.channels() if ch.protocol == scheme and ch.from_zone == client_zone]
@@ -69,7 +69,7 @@ def audit_capture(reading: CaptureReading, model: SystemModel) -> dict[str, Any]
         client_asset = assets.get(_normal(flow.client[0]))
         server_asset = assets.get(_normal(flow.server[0]))
         client_zone = zone_of.get(client_asset.name) if client_asset else None
-        candidates, hit = _channel_for(model, found.scheme, client_zone, flow.server, assets)
+        candidates, hit = _channel_for(model, found.scheme, client_zone, flow.server)
         if hit is not None:
             server_asset = model.asset(hit[1].server)
         server_zone = zone_of.get(server_asset.name) if server_asset else None

@@ -175,10 +175,6 @@ class Flow:
     to_client: Stream = field(default_factory=Stream)
     datagrams: list[tuple[float, bool, bytes]] = field(default_factory=list)  # (time, from client, payload)
 
-    @property
-    def label(self) -> str:
-        return f"{self.transport} {_endpoint(self.client)} -> {_endpoint(self.server)}"
-
     def bytes_seen(self) -> int:
         if self.transport == "udp":
             return sum(len(p) for _, _, p in self.datagrams)

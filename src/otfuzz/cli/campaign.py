@@ -102,7 +102,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         confirm=args.confirm, confirm_time=args.confirm_time, operator=args.operator, organisation=args.organisation,
         independence=args.independence, slow_factor=args.slow_factor, known_finding_rate=args.known_finding_rate,
         baseline=str(args.baseline) if args.baseline else None, hold_time=args.hold_time, max_connections=args.max_connections,
-        seeds=str(args.seeds) if args.seeds else None, seeds_sha256=_seeds_hash(args.seeds),
+        seeds=str(args.seeds.resolve()) if args.seeds else None, seeds_sha256=_seeds_hash(args.seeds),
     )
 
 
