@@ -112,7 +112,9 @@ class CampaignConfig(RecordedConfig):
     operator: str | None = None
     organisation: str | None = None
     independence: str | None = None
-
+    # otfuzz run --seeds: the seed file and its content hash, which fix the captured cases
+    seeds: str | None = None
+    seeds_sha256: str | None = None
 
     def validate(self) -> None:
         if self.duration is None and self.max_cases is None:
@@ -133,6 +135,16 @@ class CampaignConfig(RecordedConfig):
             raise OtfuzzError(f"--hold-time must be at most 60 s, got {self.hold_time:g}")
         if self.known_finding_rate < 1:
             raise OtfuzzError(f"--known-finding-rate must be 1 or more (1 sends every case), got {self.known_finding_rate}")
+
+
+def load_seeds(config: CampaignConfig, protocol: Protocol, scheme: str, port: int | None) -> Any:
+    """The captured seeds a configuration names (None without --seeds); the seed file must still
+    have the hash recorded in the configuration, so replay and resume regenerate the same cases."""
+    if not config.seeds:
+        return None
+    from otfuzz.capture.seeds import captured_seeds
+
+    return captured_seeds(protocol, scheme, port, Path(config.seeds), config.seeds_sha256)
 
 
 @dataclass
@@ -163,8 +175,9 @@ class Campaign:
             raise OtfuzzError("no port")
         self.address = Scope(config.scope).check(self.target)
         self.feedback = Feedback(Dictionary(self.protocol.dictionary()), lookup=self._stored_lineage)
+        self.seeds = load_seeds(config, self.protocol, self.target.scheme, self.target.port)
         self.generator = CaseGenerator(self.protocol, config.seed, config.groups, config.read_only, is_loopback(self.address),
-                                       self.feedback, StrategyOptions(config.hold_time, config.max_connections))
+                                       self.feedback, StrategyOptions(config.hold_time, config.max_connections), self.seeds)
         if self.protocol.single_association and config.concurrency > 1:
             raise OtfuzzError(f"{self.protocol.name} targets serve one association at a time: use --concurrency 1")
         self.probe = HealthProbe(self.protocol, self.address, self.target.port, config.probe_deadline, config.degradation_factor)
@@ -282,6 +295,10 @@ class Campaign:
             self.store.record_start("fuzz", self.config, {
                 "url": self.target.url, "protocol": self.protocol.name, "address": self.address, "port": self.target.port,
                 "identity": identity, "command": self.config.target_cmd})
+            if self.seeds is not None:
+                from otfuzz.capture.seeds import seed_summary
+
+                self.store.set_meta("seeds", seed_summary(self.seeds))
         self.store.set_meta("liveness", {
             "method": self.protocol.liveness_note,
             "probe_request_hex": self.protocol.probe().frame.hex(),
