@@ -562,10 +562,11 @@ def run_plan(plan: Plan, runs_dir: Path, resume: bool, scope: Sequence[str] = ()
 
 
 def plan_exit_status(outcomes: Sequence[EntryOutcome]) -> int:
-    """0 when every entry completed, 130 if any was interrupted, 3 if any failed or could not start."""
+    """0 when every entry completed, 130 if any was interrupted, 3 if any failed or could not start
+    (or, run by zone agents, was refused by its agent, lost, or came back in a bundle that did not verify)."""
     statuses = {o.status for o in outcomes}
     if "interrupted" in statuses:
         return 130
-    if statuses & {"failed", "error"}:
+    if statuses & {"failed", "error", "refused", "rejected", "lost"}:
         return 3
     return 0
