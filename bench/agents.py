@@ -29,8 +29,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "agents"))
 
-from conftest import Agents  # noqa: E402
-from targets.servers import HOST, free_port, start_server, stop_server  # noqa: E402
+from agent_fixtures import Agents, start_redis  # noqa: E402
+from targets.servers import stop_server  # noqa: E402
 
 from otfuzz.agents.broker import TASK_NAME, TASK_VERSION, make_app, zone_queue  # noqa: E402
 from otfuzz.compliance.plan import PlanEntry  # noqa: E402
@@ -61,11 +61,7 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=200, help="tasks per burst (default 200)")
     parser.add_argument("--rounds", type=int, default=50, help="publish and round-trip samples (default 50)")
     args = parser.parse_args()
-    redis = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = free_port()
-    server = start_server([sys.executable, "-c", "import os, sys; print('READY', flush=True); os.execv(sys.argv[1], sys.argv[1:])",
-                           redis, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"], port)
-    url = f"redis://{HOST}:{port}/0"
+    server, url = start_redis()
     root = Path(tempfile.mkdtemp(prefix="otfuzz-bench-agents-"))
     agents = Agents(url, root)
     try:

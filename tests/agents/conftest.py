@@ -1,23 +1,16 @@
-"""Real parts for the zone-agent tests: a Debian redis-server and otfuzz agents as real Celery
-worker processes, each on loopback, each stopped (or killed) by its PID."""
+"""Fixtures of the zone-agent tests: a redis-server per module, agents per test (agent_fixtures)."""
 
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from agent_fixtures import REDIS, Agents, start_redis
 
-from targets.servers import HOST, free_port, start_server, stop_server
-
-REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
-ROOT = Path(__file__).resolve().parents[2]
+from targets.servers import stop_server
 
 
 @pytest.fixture(scope="module")
@@ -25,67 +18,11 @@ def redis_url() -> Iterator[str]:
     """A redis-server of the module's own on a free loopback port, nothing persisted."""
     if not Path(REDIS).exists():
         pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does it)")
-    port = free_port()
-    wrapper = [sys.executable, "-c", "import os, sys; print('READY', flush=True); os.execv(sys.argv[1], sys.argv[1:])",
-               REDIS, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
-    proc = start_server(wrapper, port)
+    proc, url = start_redis()
     try:
-        yield f"redis://{HOST}:{port}/0"
+        yield url
     finally:
         stop_server(proc)
-
-
-class Agents:
-    """Starts `otfuzz agent` processes; each is a Celery worker consuming its zone's queue."""
-
-    def __init__(self, url: str, root: Path) -> None:
-        self.url = url
-        self.root = root
-        self.keys = root / "keys"
-        self.keys.mkdir(parents=True, exist_ok=True)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, zone: str, *scope: str, redeliver_after: str = "3s") -> Path:
-        work = self.root / name
-        log = (self.root / f"{name}.log").open("wb")
-        argv = [sys.executable, "-m", "otfuzz.cli", "agent", "--broker", self.url, "--zone", zone, "--work", str(work),
-                "--name", name, "--redeliver-after", redeliver_after]
-        for item in scope:
-            argv += ["--scope", item]
-        self.procs[name] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (work / "agent.pub").exists():
-            assert self.procs[name].poll() is None, self.log(name)
-            time.sleep(0.05)
-        shutil.copy(work / "agent.pub", self.keys / f"{name}.pub")
-        self.wait_registered(name)
-        return work
-
-    def wait_registered(self, name: str) -> None:
-        from otfuzz.agents.broker import connect, list_agents
-
-        client = connect(self.url)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if any(a["name"] == name for a in list_agents(client)):
-                time.sleep(1.0)  # the Celery worker starts consuming right after registering
-                return
-            time.sleep(0.05)
-        raise AssertionError(self.log(name))
-
-    def log(self, name: str) -> str:
-        return (self.root / f"{name}.log").read_text(errors="replace")
-
-    def kill(self, name: str) -> None:
-        """SIGKILL: the agent dies mid-task without a word, as a machine losing power would."""
-        proc = self.procs.pop(name)
-        proc.kill()
-        proc.wait(10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            stop_server(proc, timeout=10)  # type: ignore[arg-type]
-        self.procs.clear()
 
 
 @pytest.fixture
@@ -99,6 +36,3 @@ def agents(redis_url: str) -> Iterator[Agents]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def otfuzz(*args: Any, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "otfuzz.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)

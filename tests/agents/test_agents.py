@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
-from conftest import ROOT, Agents, otfuzz
+from agent_fixtures import ROOT, Agents, otfuzz
 from targets.servers import free_port, script, start_server, stop_server
 
 from otfuzz.agents.broker import bundle_key, connect, lease_key
