@@ -241,3 +241,16 @@ def test_an_unreachable_broker_is_one_line_exit_2_and_never_shows_the_password(t
     (tmp_path / "keys").mkdir()
     no_keys = otfuzz("run-plan", plan, "--broker", url, "--trust", tmp_path / "keys", "--out", tmp_path / "runs", timeout=30)
     assert no_keys.returncode == 2 and "holds no public key" in no_keys.stderr and not (tmp_path / "runs").exists()
+
+
+def test_an_entry_no_agent_of_its_zone_serves_is_reported_lost_after_the_timeout(agents: Agents, tmp_path: Path) -> None:
+    agents.start("control-l", "control")  # up, but of another zone: it keeps nothing of 'dosing' alive
+    plan = write_entries(tmp_path, [fuzz_entry("01-fuzz-nobody", 502, "dosing", duration=1, max_cases=5)])
+    runs = tmp_path / "runs"
+    t0 = time.monotonic()
+    done = otfuzz("run-plan", plan, "--broker", agents.url, "--trust", agents.keys, "--out", runs, "--lost-after", "2s", timeout=60)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "01-fuzz-nobody: lost: no agent of zone dosing worked on it or was up for 2 s" in done.stdout
+    assert 2 <= time.monotonic() - t0 < 30
+    status = json.loads((runs / "plan-status.json").read_text())["entries"]
+    assert [e["status"] for e in status] == ["lost"]

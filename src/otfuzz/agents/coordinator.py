@@ -11,9 +11,9 @@ trusted and whose every file matches the signed manifest is unpacked into RUNS/<
 other is kept in RUNS/rejected/ for inspection, reported and never merged. Trusted bundles are
 kept in RUNS/bundles/ as the signed evidence of what each agent sent.
 
-An entry is reported lost when it has not finished and no agent has held its lease for
-`--lost-after` seconds (its agent died and no other agent of the zone took it over, or no agent
-of that zone is up).
+An entry is reported lost when it has not finished and, for `--lost-after` seconds, no agent
+has held its lease and no agent of its zone has been up (its agent died and no other agent of
+the zone is there to take it over). A queued entry waiting for a busy agent is not lost.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from otfuzz.agents.broker import (TASK_NAME, TASK_VERSION, connect, dispatch_zone, get_json, lease_key, make_app, mask_url,
+from otfuzz.agents.broker import (TASK_NAME, TASK_VERSION, connect, dispatch_zone, get_json, lease_key, list_agents, make_app,
+                                  mask_url,
                                   zone_queue)
 from otfuzz.compliance.plan import EntryOutcome, Plan, check_entry, entry_status, write_status
 from otfuzz.errors import OtfuzzError
@@ -127,11 +128,13 @@ class RemotePlanRunner:
                 self.say(f"{entry.id}: sent to zone {zone} ({entry.kind} {entry.target})")
             else:
                 self.say(f"{entry.id}: waiting for the task sent earlier ({state.lower()})")
-            waiting[entry.id] = {"task": task_id, "last_alive": time.monotonic(), "shown": None}
+            waiting[entry.id] = {"task": task_id, "zone": dispatch_zone(entry.kind, entry.zone, entry.from_zones),
+                                 "last_alive": time.monotonic(), "shown": None}
         write_status(self.runs_dir, self.plan, outcomes)
         while waiting:
+            zones_up = {str(a.get("zone")) for a in list_agents(self.client)}
             for entry_id in list(waiting):
-                outcome = self._follow(record["plan_key"], entry_id, waiting[entry_id])
+                outcome = self._follow(record["plan_key"], entry_id, waiting[entry_id], zones_up)
                 if outcome is not None:
                     outcomes[entry_id] = outcome
                     del waiting[entry_id]
@@ -143,12 +146,12 @@ class RemotePlanRunner:
         write_status(self.runs_dir, self.plan, {o.id: o for o in ordered})
         return ordered
 
-    def _follow(self, plan_key: str, entry_id: str, watch: dict[str, Any]) -> EntryOutcome | None:
+    def _follow(self, plan_key: str, entry_id: str, watch: dict[str, Any], zones_up: set[str]) -> EntryOutcome | None:
         result = self.app.AsyncResult(watch["task"])
         state = result.state
         lease = get_json(self.client, lease_key(plan_key, entry_id))
         now = time.monotonic()
-        if lease is not None or state in ("STARTED", "PROGRESS"):
+        if lease is not None or watch["zone"] in zones_up:  # a stale PROGRESS state is no sign of life
             watch["last_alive"] = now
         if state == "PROGRESS" and isinstance(result.info, dict):
             info = result.info
@@ -162,8 +165,8 @@ class RemotePlanRunner:
         if state == "FAILURE":
             return EntryOutcome(entry_id, "error", f"agent task failed: {type(result.result).__name__}: {result.result}")
         if now - watch["last_alive"] > self.lost_after:
-            return EntryOutcome(entry_id, "lost", f"no agent worked on it for {self.lost_after:g} s (task {watch['task']}); "
-                                                  "start an agent of its zone and run-plan --resume")
+            return EntryOutcome(entry_id, "lost", f"no agent of zone {watch['zone']} worked on it or was up for {self.lost_after:g} s "
+                                                  f"(task {watch['task']}); start one and run-plan --resume")
         return None
 
     def collect(self, entry_id: str, result: Any) -> EntryOutcome:
