@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import yaml
 from agent_fixtures import ROOT, Agents, otfuzz
 from targets.servers import free_port, script, start_server, stop_server
@@ -130,7 +131,9 @@ def test_three_zone_plan_runs_on_the_agents_of_each_zone_end_to_end(agents: Agen
     assert [e["status"] for e in status["entries"]] == ["completed"] * 3
 
 
-def test_a_killed_agent_s_campaign_finishes_on_another_agent_of_its_zone_with_no_case_lost(agents: Agents, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", ["killed", "stopped at once (Ctrl-C twice)"])
+def test_a_killed_agent_s_campaign_finishes_on_another_agent_of_its_zone_with_no_case_lost(agents: Agents, tmp_path: Path,
+                                                                                          stop: str) -> None:
     with targets(("pymodbus_server.py", ())) as (plc,):
         agents.start("control-a", "control")
         agents.start("control-b", "control")
@@ -155,7 +158,13 @@ def test_a_killed_agent_s_campaign_finishes_on_another_agent_of_its_zone_with_no
                 time.sleep(0.1)
             assert holder in ("control-a", "control-b"), agents.log("control-a") + agents.log("control-b")
             time.sleep(1.0)
-            agents.kill(holder)
+            if stop == "killed":
+                agents.kill(holder)
+            else:  # Celery's cold shutdown: the agent checkpoints and puts the task back on the queue
+                agents.procs[holder].send_signal(signal.SIGINT)
+                time.sleep(0.3)
+                agents.procs[holder].send_signal(signal.SIGINT)
+                assert agents.procs.pop(holder).wait(30) == 0
             out, err = coordinator.communicate(timeout=90)
         finally:
             if coordinator.poll() is None:

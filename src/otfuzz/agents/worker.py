@@ -222,7 +222,13 @@ class Agent:
             self.running = {"plan": plan_key, "entry": entry.id, "since": time.time()}
             lease.start(run_dir)
             say = lambda text: self.config.say(f"agent {self.config.name}: {text}")  # noqa: E731
-            outcome = asyncio.run(run_entry(entry, run_dir, context, say))
+            try:
+                outcome = asyncio.run(run_entry(entry, run_dir, context, say))
+            except BaseException as exc:
+                self.stopped_mid_entry(exc, lease, plan_key, entry.id, run_dir)
+                raise
+            if outcome.status == "interrupted":
+                self.stopped_mid_entry(None, lease, plan_key, entry.id, run_dir)
             lease.stop()
             status = "completed" if outcome.status == "skipped" else outcome.status
             self.note_agent(run_dir, resumed_from, final=True)
@@ -238,6 +244,23 @@ class Agent:
             lease.stop()
             lease.release()
             self.running = None
+
+    def stopped_mid_entry(self, exc: BaseException | None, lease: Lease, plan_key: str, entry_id: str, run_dir: Path) -> None:
+        """A second Ctrl-C (Celery's cold shutdown) lands inside the campaign: leave a last checkpoint
+        and put the task back on the zone's queue, so an agent resumes it instead of it failing."""
+        from celery.exceptions import Reject
+        from celery.worker import state
+
+        if state.should_terminate is None and state.should_stop is None:
+            return  # not a shutdown: a real failure, reported as such
+        lease.stop()
+        try:
+            self.checkpoint(plan_key, entry_id, run_dir)
+        except Exception:  # noqa: BLE001 - the previous checkpoint is still there
+            pass
+        lease.release()
+        self.config.say(f"agent {self.config.name}: stopped during {entry_id}; it goes back to zone {self.config.zone}'s queue")
+        raise Reject(f"agent stopped during {entry_id}", requeue=True) from None
 
     # -- bundles and checkpoints ---------------------------------------------------------------
 
