@@ -17,6 +17,7 @@ from typing import Any
 from otfuzz.agents.broker import ENV_BROKER
 from otfuzz.cli.common import add_scope_option, duration
 from otfuzz.errors import OtfuzzError
+from otfuzz.store.runs import EXIT_INTERRUPTED
 
 
 def add_broker_option(parser: argparse.ArgumentParser, required_for: str) -> None:
@@ -115,7 +116,12 @@ def run_plan_remote(args: argparse.Namespace, plan: Any, runs: Path, resume: boo
 
         prepare_run_dir(runs)
         write_plan(plan, runs / PLAN_FILE)
-    outcomes = runner.run()
+    try:
+        outcomes = runner.run()
+    except KeyboardInterrupt:
+        print(f"interrupted; the agents carry on. Collect their results with: otfuzz run-plan --resume {runs} --broker URL "
+              f"--trust {args.trust}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
