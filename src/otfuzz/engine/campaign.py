@@ -42,7 +42,7 @@ from otfuzz.engine.feedback import Feedback, Lineage, observation
 from otfuzz.engine.generator import CaseGenerator
 from otfuzz.engine.strategies import StrategyOptions
 from otfuzz.engine.values import Dictionary
-from otfuzz.engine.investigate import ANSWERED, Investigator, TargetDown
+from otfuzz.engine.investigate import ANSWERED, STALL_SHARE, Investigator, TargetDown
 from otfuzz.engine.strategies import GROUPS
 from otfuzz.engine.config import RecordedConfig
 from otfuzz.errors import OtfuzzError
