@@ -82,6 +82,11 @@ def test_connection_patterns_reach_a_slow_read_hang_and_connection_exhaustion(tm
                     "--max-connections", "40", server=("--max-clients", "15"))
     kinds = {f["request_type"] for f in doc["findings"] if f["class"] in ("hang", "unresponsive-after", "degradation")}
     assert {"connection:slow-read", "connection:many-connections"} <= kinds, [f["title"] for f in doc["findings"]]
+    # Keyed by the pattern, not by the valid request it carries: otherwise every valid read would
+    # count as this finding's known input and be held back for the rest of the campaign.
+    for finding in doc["findings"]:
+        assert "|connection:" in finding["key"] or "|evidence: " in finding["key"], finding["key"]
+        assert all(t.startswith("connection:") for t in finding["triggers"]), finding["triggers"]
     for finding in doc["findings"]:
         assert finding["confirmation"]["status"] in ("confirmed", "not reproduced"), finding["confirmation"]
 

@@ -918,7 +918,8 @@ class Campaign:
         finding["reproducer"] = result["reproducer"]
         frames = [bytes.fromhex(h) for h in result["reproducer"]["frames_hex"]]
         finding.update(self._describe(record["class"], frames, evidence, record))
-        final = trigger_of(self.protocol, frames[-1])
+        # a pattern's reproducer frame is only the valid request it carries: the pattern is the input
+        final = Trigger.parse(record["trigger"]) if record.get("pattern") else trigger_of(self.protocol, frames[-1])
         key = finding_key(self.protocol.name, record["class"], final, evidence)
         condition = None
         if (not (evidence is not None and evidence.strong) and not final.rules and record["class"] in COSTLY
