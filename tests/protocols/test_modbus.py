@@ -641,3 +641,12 @@ def test_a_truncated_write_still_names_the_byte_count_that_disagrees_with_its_qu
     assert any("truncated" in p for p in problems), problems
     assert "byte_count=128 but quantity=4 needs 1 (one bit per coil)" in problems
     assert not any("byte_count" in p for p in MODBUS.check_request(adu("0f 0000 0010 02 ff")))  # cut, count right
+
+
+def test_a_reply_with_the_same_transaction_id_answers_the_request_it_matches_in_unit_and_function() -> None:
+    # Both frames carry transaction id 1; the target drops the first (protocol id 0xcf6a) and
+    # answers the second: its reply is judged against the second.
+    dropped = adu("80 0000", tid=1, unit=0x80, protocol_id=0xCF6A)
+    second = adu("03 0000 0001", tid=1)
+    assert kind(dropped + second, adu("03 02 0000", tid=1)) is ReplyKind.NORMAL
+    assert "wrong unit id" in MODBUS.classify(dropped + second, adu("03 02 0000", tid=1, unit=9)).detail

@@ -771,18 +771,25 @@ class ModbusTCP(Protocol):
 
     @staticmethod
     def _answered_adu(frame: bytes, reply: bytes) -> bytes:
-        """The ADU of `frame` a reply answers: the first one, unless its transaction id is another's
-        that followed in the same stream (a target that drops the first and answers the next is right)."""
-        first = ModbusTCP._first_adu(frame)
-        if len(reply) < 2 or reply[:2] == first[:2]:
-            return first
-        at = len(first)
-        while at + HEADER_SIZE <= len(frame):
+        """The ADU of `frame` a reply answers: the first one, unless another that followed in the same
+        stream carries the reply's transaction id, unit and function code and the first does not (a
+        target that drops the first, say for its foreign protocol id, and answers the next is right)."""
+        adus, at = [], 0
+        while at < len(frame):
             adu = ModbusTCP._first_adu(frame[at:])
-            if adu[:2] == reply[:2]:
-                return adu
+            adus.append(adu)
             at += len(adu)
-        return first
+        first = adus[0] if adus else frame
+        if len(adus) < 2 or len(reply) <= HEADER_SIZE:
+            return first
+
+        def answers(adu: bytes) -> bool:
+            return len(adu) > HEADER_SIZE and adu[:2] == reply[:2] and adu[6] == reply[6] and adu[7] == reply[7] & 0x7F
+
+        if answers(first):
+            return first
+        same_id = [adu for adu in adus[1:] if adu[:2] == reply[:2]]
+        return next((adu for adu in same_id if answers(adu)), same_id[0] if same_id and first[:2] != reply[:2] else first)
 
     def classify(self, request: bytes, reply: bytes) -> ReplyVerdict:
         request = self._answered_adu(request, reply)
