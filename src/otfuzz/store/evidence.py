@@ -131,7 +131,7 @@ class EvidenceStore:
         path = run_dir / STORE_NAME
         if not path.is_file():
             raise OtfuzzError(f"{run_dir} is not an otfuzz run folder (no {STORE_NAME})")
-        store = cls(path, read_only)
+        store = cls(path, read_only=True) if read_only else cls(path)
         if store.get_meta("campaign") is None:
             raise OtfuzzError(f"{path} holds no campaign metadata")
         return store
