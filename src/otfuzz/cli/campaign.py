@@ -85,6 +85,33 @@ def _campaign_line(snap: Any) -> str:
             f"| target {snap.health}{left}")
 
 
+def _campaign_panel(snap: Any, latencies: Any) -> Any:
+    """The live panel of `otfuzz run` on a terminal: a time (or case) bar, rate, health, findings."""
+    from rich.panel import Panel
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    from otfuzz.cli.common import sparkline
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    if snap.remaining is not None:
+        total = snap.elapsed + snap.remaining
+        grid.add_row("time", ProgressBar(total=max(total, 1e-9), completed=min(snap.elapsed, total), width=40))
+        grid.add_row("", f"{snap.elapsed:.0f} s of {total:.0f} s, {snap.remaining:.0f} s left")
+    else:
+        grid.add_row("time", f"{snap.elapsed:.0f} s")
+    grid.add_row("cases", f"{snap.cases} ({snap.rate:.0f}/s)")
+    grid.add_row("target", str(snap.health))
+    probe = "-" if snap.probe_ms is None else f"{snap.probe_ms:.2f} ms"
+    grid.add_row("probe", f"{probe}  {sparkline(latencies)}")
+    findings = ", ".join(f"{snap.findings[s]} {s}" for s in ("high", "medium", "low") if snap.findings.get(s)) or "none"
+    grid.add_row("findings", findings)
+    grid.add_row("anomalies", str(sum(snap.anomalies.values())))
+    return Panel(grid, title="otfuzz run", expand=False)
+
+
 def _config_from_args(args: argparse.Namespace) -> Any:
     from otfuzz.engine.campaign import CampaignConfig
     from otfuzz.engine.strategies import GROUPS
@@ -106,7 +133,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 def _run(config: Any, run_dir: Path, resume: bool, show_progress: bool) -> tuple[str, str]:
     from otfuzz.engine.campaign import run_campaign
 
-    progress = Progress(show_progress, _campaign_line)
+    progress = Progress(show_progress, _campaign_line, _campaign_panel)
     try:
         return run_campaign(config, run_dir, resume, progress)
     finally:
