@@ -111,3 +111,39 @@ def test_stop_is_refused_without_allow_control(live_run: Any) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
     assert refused.value.code == 403
+
+
+def test_run_with_dashboard_and_allow_control_stops_from_the_browser(pymodbus_server: tuple[str, int], tmp_path: Any,
+                                                                      browser: Any) -> None:
+    import subprocess
+
+    from targets.servers import OTFUZZ
+
+    host, port = pymodbus_server
+    run = tmp_path / "controlled"
+    child = subprocess.Popen([*OTFUZZ, "run", f"modbus://{host}:{port}", "--duration", "60s", "--out", str(run), "--quiet",
+                              "--no-confirm", "--dashboard", "--dashboard-port", "0", "--allow-control"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line.startswith("dashboard: http://127.0.0.1:") and "/run/controlled" in line, line
+        page, errors = _open(browser, line.split()[1])
+        page.wait_for_function("() => Number(document.getElementById('cases').textContent) > 0", timeout=15000)
+        page.click("#stop")
+        page.wait_for_function("() => document.getElementById('stop-result').textContent === 'stop requested'")
+        before_shutdown = list(errors)  # the dashboard then stops with the campaign: reconnects fail, rightly
+        page.close()
+        assert child.wait(30) == 130  # stopped as by Ctrl-C: everything recorded is kept, --resume continues it
+        assert before_shutdown == []
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)
+    from otfuzz.store.evidence import EvidenceStore
+
+    store = EvidenceStore.open(run)
+    try:
+        assert store.get_meta("campaign")["status"] == "interrupted"
+    finally:
+        store.close()

@@ -56,6 +56,12 @@ def add_commands(sub: Any) -> None:
                      help="known findings (otfuzz findings RUN --save-baseline FILE): exit 1 only on findings not in it")
     add_tester_options(run, "the campaign")
     run.add_argument("--quiet", action="store_true", help="no live progress display")
+    run.add_argument("--dashboard", action="store_true",
+                     help="serve the live browser dashboard of this run (and its sibling runs) while it runs")
+    run.add_argument("--dashboard-port", type=int, default=8626, help="with --dashboard: its TCP port (default 8626; 0 picks one)")
+    run.add_argument("--dashboard-bind", default="127.0.0.1", metavar="ADDR",
+                     help="with --dashboard: address to listen on (default 127.0.0.1; any other requires the printed token)")
+    run.add_argument("--allow-control", action="store_true", help="with --dashboard: offer a button that stops this campaign")
     run.set_defaults(func=cmd_run)
 
     replay = sub.add_parser("replay", help="regenerate a case (or an anomaly's reproducer) by id and send it again")
@@ -130,14 +136,36 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     )
 
 
-def _run(config: Any, run_dir: Path, resume: bool, show_progress: bool) -> tuple[str, str]:
+def _run(config: Any, run_dir: Path, resume: bool, show_progress: bool,
+         args: argparse.Namespace | None = None) -> tuple[str, str]:
     from otfuzz.engine.campaign import run_campaign
 
+    server = _start_dashboard(args, run_dir) if args is not None and args.dashboard else None
     progress = Progress(show_progress, _campaign_line, _campaign_panel)
     try:
         return run_campaign(config, run_dir, resume, progress)
     finally:
         progress.finish()
+        if server is not None:
+            server.stop()
+
+
+def _start_dashboard(args: argparse.Namespace, run_dir: Path) -> Any:
+    """The dashboard over the run's parent folder on a thread; its stop button (with
+    --allow-control) signals this process, which stops the campaign as Ctrl-C does."""
+    import os
+    import signal
+    from urllib.parse import quote
+
+    from otfuzz.dashboard.server import DashboardServer
+
+    server = DashboardServer(run_dir.parent, args.dashboard_bind, args.dashboard_port, args.allow_control)
+    if args.allow_control:
+        server.settings.stop_run[run_dir.parent / run_dir.name] = lambda: os.kill(os.getpid(), signal.SIGINT)
+    server.start()
+    base, _, token = server.url.partition("?")
+    print(f"dashboard: {base}run/{quote(run_dir.name)}{'?' + token if token else ''} (stops with the campaign)", flush=True)
+    return server
 
 
 def summary_line(run_dir: Path, status: str) -> str:
@@ -173,7 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = CampaignConfig.from_dict(meta["config"])
         if meta.get("status") == "completed":
             raise OtfuzzError(f"run {run_dir} is already complete; nothing to resume")
-        status, reason = _run(config, run_dir, True, not args.quiet)
+        status, reason = _run(config, run_dir, True, not args.quiet, args)
     else:
         config = _config_from_args(args)
         config.validate()
@@ -188,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         protocol_for(target)
         Scope(config.scope).check(target)
         run_dir = args.out or default_run_dir(target.scheme)
-        status, reason = run_in_new_folder(run_dir, lambda: _run(config, run_dir, False, not args.quiet))
+        status, reason = run_in_new_folder(run_dir, lambda: _run(config, run_dir, False, not args.quiet, args))
     print(summary_line(run_dir, status))
     code = report_end(status, reason, f"interrupted; continue with: otfuzz run --resume {run_dir}")
     if code == 0 and config.baseline:
