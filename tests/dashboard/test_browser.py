@@ -4,6 +4,7 @@ text, no console errors, and the token off loopback."""
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -129,7 +130,12 @@ def test_run_with_dashboard_and_allow_control_stops_from_the_browser(pymodbus_se
         line = child.stdout.readline()
         assert line.startswith("dashboard: http://127.0.0.1:") and "/run/controlled" in line, line
         page, errors = _open(browser, line.split()[1])
+        deadline = time.monotonic() + 15
+        while page.locator("#cases").count() == 0 and time.monotonic() < deadline:  # 404 until the store exists
+            time.sleep(0.2)
+            page.reload()
         page.wait_for_function("() => Number(document.getElementById('cases').textContent) > 0", timeout=15000)
+        errors.clear()  # the 404s of a run that had not recorded its start yet
         page.click("#stop")
         page.wait_for_function("() => document.getElementById('stop-result').textContent === 'stop requested'")
         before_shutdown = list(errors)  # the dashboard then stops with the campaign: reconnects fail, rightly

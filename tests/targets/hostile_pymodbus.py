@@ -9,24 +9,12 @@ as text. The vendor name carries a script element and an image whose error handl
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
-
-from otfuzz.demo import serve
-
 VENDOR = '<script>window.__otfuzz_owned=1</script><img src=x onerror="window.__otfuzz_owned=2">'
 PRODUCT = "</td></tr></table><b>PM</b>"
 IDENTITY = {"VendorName": VENDOR, "ProductCode": PRODUCT, "MajorMinorRevision": "3.16.1"}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    asyncio.run(serve(args.port, IDENTITY))
-
-
 if __name__ == "__main__":
-    main()
+    from pymodbus_server import main  # run as a script: this folder is on the path
+
+    main(IDENTITY, __doc__)

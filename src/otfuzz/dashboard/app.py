@@ -135,7 +135,8 @@ def create_app(settings: DashboardSettings) -> ASGIApp:
         name = request.path_params["name"]
         run_dir = reader.resolve(name)
         if run_dir is None:
-            return PlainTextResponse(f"no run {name} here\n", status_code=404)
+            return PlainTextResponse(f"no run {name} here (yet: a run appears once it has recorded its start)\n",
+                                     status_code=404)
         snap = await in_thread(lambda: reader.snapshot(run_dir))
         control = settings.allow_control and run_dir in settings.stop_run
         return HTMLResponse(env.get_template("run.html.j2").render(

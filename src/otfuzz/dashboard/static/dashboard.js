@@ -15,6 +15,19 @@ function runHref(id) {
   return "/run/" + id.split("/").map(encodeURIComponent).join("/");
 }
 
+function freshBody(id, empty, columns, count) {
+  // A new tbody to fill and swap in whole; a single grey row when there is nothing to show.
+  const body = document.createElement("tbody");
+  body.id = id;
+  if (count === 0) {
+    const tr = document.createElement("tr");
+    tr.className = "empty";
+    cell(tr, empty).colSpan = columns;
+    body.appendChild(tr);
+  }
+  return body;
+}
+
 function setText(id, value) {
   const el = document.getElementById(id);
   if (el) el.textContent = value === null || value === undefined ? "-" : String(value);
@@ -22,14 +35,7 @@ function setText(id, value) {
 
 function renderRuns(rows) {
   const body = document.getElementById("runs");
-  const fresh = document.createElement("tbody");
-  fresh.id = "runs";
-  if (rows.length === 0) {
-    const tr = document.createElement("tr");
-    tr.className = "empty";
-    cell(tr, "no run folders here yet").colSpan = 8;
-    fresh.appendChild(tr);
-  }
+  const fresh = freshBody("runs", "no run folders here yet", 8, rows.length);
   for (const r of rows) {
     const tr = document.createElement("tr");
     tr.dataset.run = r.id;
@@ -52,14 +58,7 @@ function renderRuns(rows) {
 
 function renderFindings(list) {
   const body = document.getElementById("findings");
-  const fresh = document.createElement("tbody");
-  fresh.id = "findings";
-  if (list.length === 0) {
-    const tr = document.createElement("tr");
-    tr.className = "empty";
-    cell(tr, "no findings yet").colSpan = 7;
-    fresh.appendChild(tr);
-  }
+  const fresh = freshBody("findings", "no findings yet", 7, list.length);
   for (const f of list) {
     const tr = document.createElement("tr");
     tr.dataset.finding = String(f.id);
