@@ -11,28 +11,11 @@ import pytest
 
 from otfuzz.errors import OtfuzzError
 from otfuzz.store.evidence import EvidenceStore
-
-
-class _Config:
-    seed = 1
-    operator = organisation = independence = None
-
-    def as_dict(self) -> dict[str, object]:
-        return {"target": "modbus://127.0.0.1:1"}
-
-    def sha256(self) -> str:
-        return "0" * 64
-
-
-def _writer(run: Path) -> EvidenceStore:
-    run.mkdir()
-    store = EvidenceStore.create(run)
-    store.record_start("fuzz", _Config(), {"url": "modbus://127.0.0.1:1", "protocol": "modbus"})
-    return store
+from targets.dashboard_process import started_store
 
 
 def test_a_reader_in_the_middle_of_a_read_does_not_delay_the_writers_commits(tmp_path: Path) -> None:
-    writer = _writer(tmp_path / "run")
+    writer = started_store(tmp_path / "run")
     reader = EvidenceStore.open(tmp_path / "run", read_only=True)
     try:
         reader.db.execute("BEGIN")
@@ -55,7 +38,7 @@ def test_a_reader_in_the_middle_of_a_read_does_not_delay_the_writers_commits(tmp
 
 def test_reading_a_finished_run_leaves_its_folder_byte_for_byte_as_it_was(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    writer = _writer(run)
+    writer = started_store(run)
     writer.count("boundary", "normal", 3)
     writer.flush(3, 1.0)
     writer.close()

@@ -7,6 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from otfuzz.store.evidence import EvidenceStore
 from targets.servers import OTFUZZ
 
 CHROMIUM = "/usr/bin/chromium"
@@ -36,3 +37,24 @@ def stop(proc: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+class _Config:
+    """The least a store needs to record a run's start."""
+
+    seed = 1
+    operator = organisation = independence = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"target": "modbus://127.0.0.1:1"}
+
+    def sha256(self) -> str:
+        return "0" * 64
+
+
+def started_store(run: Path) -> EvidenceStore:
+    """A new run folder whose store has recorded a start and nothing else (no campaign needed)."""
+    run.mkdir(parents=True)
+    store = EvidenceStore.create(run)
+    store.record_start("fuzz", _Config(), {"url": "modbus://127.0.0.1:1", "protocol": "modbus"})
+    return store
