@@ -67,3 +67,23 @@ def test_piped_output_has_no_control_codes(pymodbus_server: tuple[str, int], tmp
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("completed:")
     assert "\x1b" not in done.stdout + done.stderr and "\r" not in done.stdout + done.stderr
+
+
+def test_stress_panel_shows_step_load_and_essential_function() -> None:
+    from rich.console import Console
+
+    from otfuzz.cli.stress import _stress_panel
+    from otfuzz.stress.runner import Snapshot
+
+    console = Console(record=True, width=100, force_terminal=False)
+    console.print(_stress_panel(Snapshot("valid-flood", "level 2", 812.4, 790.0, 12, 40, 3, 17.2), []))
+    text = console.export_text()
+    assert "otfuzz stress" in text and "valid-flood: level 2" in text
+    assert "offered 812/s, answered 790/s, 12 open" in text and "3 of 40 cycles missed" in text
+
+
+def test_sparkline_scales_latencies_and_leaves_gaps_for_failed_probes() -> None:
+    from otfuzz.cli.common import sparkline
+
+    assert sparkline([1.0, None, 2.0, 3.0]) == "\u2581 \u2585\u2588"
+    assert sparkline([None, None]) == ""
