@@ -47,7 +47,7 @@ GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
 
 
 def test_the_module_walk_sees_every_layer() -> None:
-    for layer in ("protocols", "engine", "transport", "monitor", "store", "compliance", "report", "stress", "cli"):
+    for layer in ("protocols", "engine", "transport", "monitor", "store", "compliance", "report", "stress", "agents", "cli"):
         assert any(m.startswith(f"otfuzz.{layer}.") for m in MODULES), layer
     assert "otfuzz.cli.common" in GRAPH["otfuzz.cli.campaign"]  # the import reader works
 

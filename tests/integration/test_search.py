@@ -86,6 +86,15 @@ def test_connection_patterns_reach_a_slow_read_hang_and_connection_exhaustion(tm
         assert finding["confirmation"]["status"] in ("confirmed", "not reproduced"), finding["confirmation"]
 
 
+def test_a_target_that_stalls_during_a_pattern_and_answers_late_is_a_hang_not_degradation(tmp_path: Path) -> None:
+    # The server blocks 1.5 s; the probe beside the pattern waits up to 2.5 s, so it is answered,
+    # late: a stall that ends by itself is a hang, however slow its one reply.
+    doc = _campaign(tmp_path, ["slow-read-hang"], "connection", 8, "--hold-time", "1.5", "--probe-deadline", "2.5",
+                    server=("--hang-seconds", "1.5"))
+    slow_read = [f for f in doc["findings"] if f["request_type"] == "connection:slow-read"]
+    assert [f["class"] for f in slow_read] == ["hang"], [(f["class"], f["title"]) for f in doc["findings"]]
+
+
 def test_a_healthy_server_gives_no_connection_finding(tmp_path: Path) -> None:
     doc = _campaign(tmp_path, [], "connection", 8, "--hold-time", "1", "--max-connections", "30")
     assert doc["findings"] == [] and doc["totals"]["cases"] == 8

@@ -621,3 +621,23 @@ _POOL = [t.encode() for t in MODBUS.templates()] + [f for t in MODBUS.templates(
 def test_no_input_makes_the_module_raise(request: bytes, reply: bytes) -> None:
     """Fuzzed requests and hostile replies are data, never a crash of otfuzz itself."""
     exercise(MODBUS, request, reply)
+
+
+def test_reply_to_the_next_request_in_the_stream_is_classified_against_that_request() -> None:
+    # A target that drops a frame with a foreign protocol id and answers the request after it
+    # in the same stream is right; the reply must not count as a malformed answer to the first.
+    dropped = adu("0c", tid=0x0100, protocol_id=0x377F)
+    second = adu("03 0000 0005", tid=1)
+    reply = adu("03 0a 0000 0001 0002 0003 0004", tid=1)
+    assert kind(dropped + second, reply) is ReplyKind.NORMAL
+    assert kind(dropped + second, adu("04 0a 0000 0001 0002 0003 0004", tid=1)) is ReplyKind.MALFORMED  # still checked
+    verdict = MODBUS.classify(dropped + second, adu("03 0a 0000 0001 0002 0003 0004", tid=2))
+    assert verdict.kind is ReplyKind.MALFORMED and "wrong transaction id 2, request had 256" in verdict.detail
+
+
+def test_a_truncated_write_still_names_the_byte_count_that_disagrees_with_its_quantity() -> None:
+    # fc 15, quantity 4 needs 1 byte, byte_count says 128, then the data is cut: both are true.
+    problems = MODBUS.check_request(adu("0f 0000 0004 80 ff"))
+    assert any("truncated" in p for p in problems), problems
+    assert "byte_count=128 but quantity=4 needs 1 (one bit per coil)" in problems
+    assert not any("byte_count" in p for p in MODBUS.check_request(adu("0f 0000 0010 02 ff")))  # cut, count right

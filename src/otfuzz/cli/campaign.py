@@ -27,6 +27,8 @@ def add_commands(sub: Any) -> None:
     run.add_argument("--duration", type=duration, help="how long to fuzz (30s, 10m, 2h)")
     run.add_argument("--cases", type=int, dest="max_cases", help="stop after this many cases")
     run.add_argument("--seed", type=int, default=0, help="campaign seed: with the configuration it fixes every case")
+    run.add_argument("--seeds", type=Path, metavar="FILE",
+                     help="seed file from 'otfuzz capture import': captured requests first, then fuzzed as templates and session prefixes")
     run.add_argument("--groups", type=csv, help="test groups to run (default: every group, see otfuzz protocols)")
     run.add_argument("--rate", type=float, help="cap in cases per second across all connections")
     run.add_argument("--concurrency", type=int, default=1, help="parallel connections (default 1)")
@@ -133,7 +135,17 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         confirm=args.confirm, confirm_time=args.confirm_time, operator=args.operator, organisation=args.organisation,
         independence=args.independence, slow_factor=args.slow_factor, known_finding_rate=args.known_finding_rate,
         baseline=str(args.baseline) if args.baseline else None, hold_time=args.hold_time, max_connections=args.max_connections,
+        seeds=str(args.seeds.resolve()) if args.seeds else None, seeds_sha256=_seeds_hash(args.seeds),
     )
+
+
+def _seeds_hash(path: Path | None) -> str | None:
+    """The seed file's content hash, recorded in the configuration (None without --seeds)."""
+    if path is None:
+        return None
+    from otfuzz.capture.seeds import load_seed_file
+
+    return load_seed_file(path)[1]
 
 
 def _run(config: Any, run_dir: Path, resume: bool, show_progress: bool,
@@ -213,8 +225,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from otfuzz.transport.target import Scope, parse_target
 
         target = parse_target(config.target)
-        protocol_for(target)
+        protocol = protocol_for(target)
         Scope(config.scope).check(target)
+        from otfuzz.engine.campaign import load_seeds
+
+        load_seeds(config, protocol, target.scheme, target.port)  # a seed file without this protocol stops the run first
         run_dir = args.out or default_run_dir(target.scheme)
         status, reason = run_in_new_folder(run_dir, lambda: _run(config, run_dir, False, not args.quiet, args))
     print(summary_line(run_dir, status))
@@ -268,8 +283,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
             from otfuzz.engine.values import Dictionary
 
             feedback = recorded_feedback(Dictionary(protocol.dictionary()), store)
+            from otfuzz.engine.campaign import load_seeds
+
             generator = CaseGenerator(protocol, config.seed, config.groups, config.read_only, loopback, feedback,
-                                      StrategyOptions(config.hold_time, config.max_connections))
+                                      StrategyOptions(config.hold_time, config.max_connections),
+                                      load_seeds(config, protocol, target.scheme, target.port))
             case = generator.case(args.case)
             frames = list(case.frames)
             header: dict[str, Any] = {"case_id": case.case_id, "group": case.group, "description": case.description}

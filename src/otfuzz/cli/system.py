@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from otfuzz.cli.agents import add_run_plan_options, run_plan_remote
 from otfuzz.cli.common import add_scope_option, add_tester_options, csv, duration
 from otfuzz.errors import OtfuzzError
 
@@ -45,6 +46,7 @@ def add_commands(sub: Any) -> None:
     run_plan.add_argument("--concurrency", type=int, default=1, help="entries run at once (default 1)")
     add_scope_option(run_plan)
     add_tester_options(run_plan, "the plan")
+    add_run_plan_options(run_plan)
     run_plan.set_defaults(func=cmd_run_plan)
 
     policy = sub.add_parser("policy-test", help="send allowed and disallowed operations through a conduit endpoint")
@@ -137,6 +139,8 @@ def cmd_run_plan(args: argparse.Namespace) -> int:
         resume = False
     if not plan.entries:
         raise OtfuzzError("the plan has no entries: no conduit channel of the system can be tested")
+    if args.broker is not None or args.trust is not None:
+        return run_plan_remote(args, plan, runs, resume)
     from otfuzz.compliance.plan import PlanRunner
 
     PlanRunner(plan, runs, args.scope, args.concurrency).check()  # refuse before creating anything

@@ -55,17 +55,21 @@ def collect_runs(paths: Sequence[Path]) -> list[RunInfo]:
     from otfuzz.store.evidence import STORE_NAME, EvidenceStore
 
     folders: list[Path] = []
+    audits: list[RunInfo] = []
     for path in map(Path, paths):
         if not path.is_dir():
             raise OtfuzzError(f"run folder {path} does not exist")
+        if (path / AUDIT_FILE).is_file() and not (path / STORE_NAME).is_file():
+            audits.append(_audit_run(path))  # otfuzz capture audit --out: conduit evidence
+            continue
         if (path / STORE_NAME).is_file():
             folders.append(path)
             continue
         inner = sorted(p for p in path.iterdir() if (p / STORE_NAME).is_file())
-        if not inner:
+        if not inner and not audits:
             raise OtfuzzError(f"{path} is neither an otfuzz run folder nor a run-plan folder (no {STORE_NAME} in it or its sub-folders)")
         folders += inner
-    runs = []
+    runs = audits
     for folder in dict.fromkeys(folders):
         store = EvidenceStore.open(folder)
         try:
@@ -73,6 +77,22 @@ def collect_runs(paths: Sequence[Path]) -> list[RunInfo]:
         finally:
             store.close()
     return runs
+
+
+AUDIT_FILE = "audit.json"
+"""What `otfuzz capture audit --out DIR` writes and `collect_runs` reads as conduit evidence."""
+
+
+def _audit_run(path: Path) -> RunInfo:
+    """A passive conduit audit folder as a run of kind 'audit' attributed to its channels."""
+    import json
+
+    try:
+        document = json.loads((path / AUDIT_FILE).read_text())
+        channels = sorted({f["channel"] for f in document["flows"] if f.get("channel")})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OtfuzzError(f"{path / AUDIT_FILE} is not a readable capture audit ({exc}); run otfuzz capture audit again") from None
+    return RunInfo(path, {"campaign": {"kind": "audit", "status": "completed"}, "audit": document}, None, None, channels or ["-"])
 
 
 def _normal(host: str) -> str:
@@ -177,6 +197,13 @@ def zone_verdicts(model: SystemModel, zone: Zone, runs: Sequence[RunInfo], catal
     accepted: dict[str, list[Any]] = {}
     fails_when = {item["requirement"]: item["fails_when"] for item in _policy_evidence()}
     for run in runs:
+        if run.kind == "audit":
+            # a passive audit shows a conduit leaking, never that it holds: failures only
+            for item in (run.results.get("audit") or {}).get("verdicts", []):
+                if item.get("zone") == zone.name and item.get("verdict") == "fail" and item.get("requirement") in catalogue:
+                    accepted.setdefault(item["requirement"], []).append(
+                        RequirementVerdict(catalogue.get(item["requirement"]), Verdict.FAIL, f"capture audit {run.path.name}: {item['reason']}"))
+            continue
         if run.kind != "policy" or not set(run.channels) & set(per_channel):
             continue
         for v in _policy_verdicts(run, catalogue):
@@ -309,7 +336,7 @@ def gap_section(model: SystemModel, runs: Sequence[RunInfo | Path | str]) -> dic
         "untested_conduits": [c["name"] for c in conduits if not c["tested"]],
         "runs": [{"path": str(r.path), "kind": r.kind, "status": r.status, "target": (r.results.get("target") or {}).get("url"),
                   "asset": r.asset, "channels": r.channels} for r in runs],
-        "unattributed_runs": [str(r.path) for r in runs if r.asset is None],
+        "unattributed_runs": [str(r.path) for r in runs if r.asset is None and r.kind != "audit"],
     }
 
 

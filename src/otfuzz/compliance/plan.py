@@ -255,26 +255,36 @@ def load_plan(path: Path) -> Plan:
     entries = []
     seen: set[str] = set()
     for n, item in enumerate(data["entries"], start=1):
-        if not isinstance(item, dict):
-            raise OtfuzzError(f"plan {path}: entry {n} is not a mapping")
-        missing = [k for k in ("id", "kind", "target", "duration_s") if k not in item]
-        if missing:
-            raise OtfuzzError(f"plan {path}: entry {n} lacks {', '.join(missing)}")
-        entry = PlanEntry.from_dict({"protocol": "", "asset": "", "zone": "", "sl_t": [], "channels": [], "from_zones": [], **item})
-        if entry.kind not in KINDS:
-            raise OtfuzzError(f"plan {path}: entry {entry.id} has kind '{entry.kind}', expected one of {', '.join(KINDS)}")
-        if entry.id in seen or not entry.id or "/" in entry.id or entry.id.startswith("."):
+        entry = entry_from_dict(item, f"plan {path}", n)
+        if entry.id in seen:
             raise OtfuzzError(f"plan {path}: entry id '{entry.id}' is empty, repeated or not a folder name")
-        if not isinstance(entry.duration_s, (int, float)) or entry.duration_s <= 0:
-            raise OtfuzzError(f"plan {path}: entry {entry.id} needs a positive duration_s")
-        settable = _campaign_settings()
-        if not isinstance(entry.campaign, dict) or set(entry.campaign) - settable:
-            bad = sorted(set(entry.campaign) - settable) if isinstance(entry.campaign, dict) else ["(not a mapping)"]
-            raise OtfuzzError(f"plan {path}: entry {entry.id} campaign setting '{bad[0]}' is not one of {', '.join(sorted(settable))}")
         seen.add(entry.id)
         entries.append(entry)
     return Plan(PLAN_VERSION, dict(data.get("system") or {}), dict(data.get("organisation") or {}), int(data.get("seed") or 0),
                 entries, list(data.get("not_planned") or []), list(data.get("notes") or []))
+
+
+def entry_from_dict(item: Any, where: str, n: int | None = None) -> PlanEntry:
+    """One plan entry from its mapping (a plan file's or a task's), refused with a clear error if a
+    hand edit broke it. Shared by `load_plan` and the zone agents, which receive entries as data."""
+    label = f"{where}: entry{'' if n is None else f' {n}'}"
+    if not isinstance(item, dict):
+        raise OtfuzzError(f"{label} is not a mapping")
+    missing = [k for k in ("id", "kind", "target", "duration_s") if k not in item]
+    if missing:
+        raise OtfuzzError(f"{label} lacks {', '.join(missing)}")
+    entry = PlanEntry.from_dict({"protocol": "", "asset": "", "zone": "", "sl_t": [], "channels": [], "from_zones": [], **item})
+    if entry.kind not in KINDS:
+        raise OtfuzzError(f"{where}: entry {entry.id} has kind '{entry.kind}', expected one of {', '.join(KINDS)}")
+    if not isinstance(entry.id, str) or not entry.id or "/" in entry.id or entry.id.startswith("."):
+        raise OtfuzzError(f"{where}: entry id '{entry.id}' is empty, repeated or not a folder name")
+    if not isinstance(entry.duration_s, (int, float)) or entry.duration_s <= 0:
+        raise OtfuzzError(f"{where}: entry {entry.id} needs a positive duration_s")
+    settable = _campaign_settings()
+    if not isinstance(entry.campaign, dict) or set(entry.campaign) - settable:
+        bad = sorted(set(entry.campaign) - settable) if isinstance(entry.campaign, dict) else ["(not a mapping)"]
+        raise OtfuzzError(f"{where}: entry {entry.id} campaign setting '{bad[0]}' is not one of {', '.join(sorted(settable))}")
+    return entry
 
 
 def _campaign_settings() -> set[str]:
@@ -350,11 +360,145 @@ def entry_status(run_dir: Path) -> str | None:
     return None if meta is None else str(meta.get("status", "running"))
 
 
+def check_entry(entry: PlanEntry, scope: Sequence[str] | None) -> None:
+    """Refuse an entry before anything is sent: unknown protocol, bad URL, unknown test group, bad
+    campaign settings, or (unless `scope` is None) an endpoint outside loopback and `scope`."""
+    from otfuzz.engine.strategies import GROUPS
+    from otfuzz.protocols import protocol_for
+    from otfuzz.transport.target import Scope, parse_target
+
+    where = f"plan entry {entry.id}"
+    try:
+        target = parse_target(entry.target)
+        protocol_for(target)
+        if scope is not None:
+            Scope(list(scope)).check(target)
+            if entry.observe:
+                host, _, port = entry.observe.rpartition(":")
+                Scope(list(scope)).check(parse_target(f"{target.scheme}://{host}:{port}"))
+    except OtfuzzError as exc:
+        raise OtfuzzError(f"{where}: {exc}") from None
+    unknown = [g for g in entry.groups if g not in GROUPS] if entry.kind == "fuzz" else []
+    if unknown:
+        raise OtfuzzError(f"{where}: unknown test group '{unknown[0]}' (known: {', '.join(GROUPS)})")
+    if entry.kind == "fuzz":
+        from otfuzz.engine.campaign import CampaignConfig
+
+        try:
+            CampaignConfig(target=entry.target, duration=float(entry.duration_s), groups=list(entry.groups),
+                           **entry.campaign).validate()
+        except OtfuzzError as exc:
+            raise OtfuzzError(f"{where}: {exc}") from None
+
+
+def write_status(runs_dir: Path, plan: Plan, outcomes: dict[str, EntryOutcome]) -> None:
+    """plan-status.json: every entry's outcome so far, pending for those without one."""
+    doc = {"plan": PLAN_FILE, "entries": [asdict(outcomes[e.id]) if e.id in outcomes else {"id": e.id, "status": "pending", "detail": ""}
+                                         for e in plan.entries]}
+    (Path(runs_dir) / STATUS_FILE).write_text(json.dumps(doc, indent=2))
+
+
+@dataclass
+class EntryContext:
+    """What running one entry needs besides the entry: the plan's seed and system, the runner's
+    scope and tester, and two hooks. `on_progress(entry_id, snapshot)` sees a fuzz campaign's
+    progress (the zone agents publish it to the coordinator); `on_job(entry_id, job)` receives the
+    stoppable campaign or policy test, so a runner can stop it."""
+
+    seed: int = 0
+    system: dict[str, Any] = field(default_factory=dict)
+    scope: list[str] = field(default_factory=list)
+    tester: dict[str, str | None] = field(default_factory=dict)
+    on_progress: Callable[[str, Any], None] | None = None
+    on_job: Callable[[str, Any], None] | None = None
+
+
+async def run_entry(entry: PlanEntry, run_dir: Path, context: EntryContext, say: Callable[[str], None] = lambda text: None,
+                    label: str | None = None) -> EntryOutcome:
+    """Run one plan entry into `run_dir` exactly as run-plan does, resuming a fuzz campaign that
+    recorded its start there; used by the local runner and by a zone agent alike."""
+    run_dir = Path(run_dir)
+    label = label or entry.id
+    status = entry_status(run_dir)
+    if status == "completed":
+        say(f"{label}: already completed, skipped")
+        return EntryOutcome(entry.id, "skipped", "completed earlier")
+    resume = status is not None and entry.kind == "fuzz"
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)  # a policy test or a run that never recorded its start begins again
+    run_dir.mkdir(parents=True, exist_ok=True)
+    say(f"{label}: {'resuming' if resume else 'starting'} {entry.kind} {entry.target} ({_human(entry.duration_s)})")
+    try:
+        if entry.kind == "policy":
+            outcome = await _run_policy(entry, run_dir, context)
+        else:
+            outcome = await _run_fuzz(entry, run_dir, resume, context)
+    except OtfuzzError as exc:
+        if not resume:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        outcome = EntryOutcome(entry.id, "error", str(exc))
+    say(f"{label}: {outcome.status}{': ' + outcome.detail if outcome.detail else ''}")
+    return outcome
+
+
+def _entry_meta(entry: PlanEntry, context: EntryContext) -> dict[str, Any]:
+    return {"system": context.system.get("name"), "system_sha256": context.system.get("sha256"), "plan_entry": entry.id,
+            "kind": entry.kind, "asset": entry.asset, "zone": entry.zone, "channels": entry.channels}
+
+
+async def _run_policy(entry: PlanEntry, run_dir: Path, context: EntryContext) -> EntryOutcome:
+    config = PolicyTestConfig(
+        target=entry.target, allow=list(entry.allow), observe=entry.observe, timeout=entry.timeout or 1.0,
+        include_disruptive=False, read_only=entry.read_only, scope=context.scope,
+        conduit=entry.channels[0].split("/")[0] if entry.channels else None,
+        channel=entry.channels[0].split("/", 1)[-1] if entry.channels else None,
+        from_zone=entry.from_zones[0] if entry.from_zones else None, to_zone=entry.zone, **context.tester,
+    )
+    test = PolicyTest(config)
+    if context.on_job is not None:
+        context.on_job(entry.id, test)
+    section = await run_policy_test(config, run_dir, {"system": _entry_meta(entry, context)}, test)
+    summary = section["summary"]
+    if not summary["complete"]:
+        return EntryOutcome(entry.id, "interrupted", f"{summary['sent']} of {summary['operations']} operations sent")
+    return EntryOutcome(entry.id, "completed", f"{summary['violations']} violation(s) in {summary['disallowed']} disallowed "
+                                               f"operations, {summary['over_blocked']} allowed operation(s) blocked")
+
+
+async def _run_fuzz(entry: PlanEntry, run_dir: Path, resume: bool, context: EntryContext) -> EntryOutcome:
+    from otfuzz.engine.campaign import Campaign, CampaignConfig
+    from otfuzz.report.results import load_results
+    from otfuzz.store.evidence import EvidenceStore
+
+    store = EvidenceStore.open(run_dir) if resume else EvidenceStore.create(run_dir)
+    try:
+        if resume:
+            config = CampaignConfig.from_dict(store.get_meta("campaign")["config"])
+            config.scope = sorted(set(config.scope) | set(context.scope))
+        else:
+            config = CampaignConfig(target=entry.target, seed=context.seed, duration=float(entry.duration_s), groups=list(entry.groups),
+                                    read_only=entry.read_only, scope=context.scope, timeout=entry.timeout, **context.tester,
+                                    **entry.campaign)
+            store.set_meta("system", _entry_meta(entry, context))
+        hook = context.on_progress
+        campaign = Campaign(config, run_dir, store, None if hook is None else (lambda snap: hook(entry.id, snap)))
+        if context.on_job is not None:
+            context.on_job(entry.id, campaign)
+        status = await campaign.run(resume)
+        reason = campaign.stop_reason
+    finally:
+        store.close()
+    totals = load_results(run_dir)["totals"]
+    detail = f"{totals['cases']} cases, {totals['anomalies']} anomalies"
+    return EntryOutcome(entry.id, status, detail + (f"; {reason}" if status == "failed" else ""))
+
+
 class PlanRunner:
     """Runs the entries of a plan into `runs_dir`/<entry id>, resumable as a whole."""
 
     def __init__(self, plan: Plan, runs_dir: Path, scope: Sequence[str] = (), concurrency: int = 1,
-                 tester: dict[str, str | None] | None = None, say: Callable[[str], None] | None = None) -> None:
+                 tester: dict[str, str | None] | None = None, say: Callable[[str], None] | None = None,
+                 on_progress: Callable[[str, Any], None] | None = None) -> None:
         if not 1 <= concurrency <= 16:
             raise OtfuzzError(f"--concurrency must be from 1 to 16, got {concurrency}")
         self.plan = plan
@@ -363,38 +507,14 @@ class PlanRunner:
         self.concurrency = concurrency
         self.tester = tester or {}
         self.say = say or (lambda text: print(text, flush=True))
+        self.on_progress = on_progress
         self.stop_requested = False
         self._running: dict[str, Any] = {}
 
     def check(self) -> None:
         """Refuse the plan before anything starts: unknown protocols, bad URLs, out-of-scope endpoints."""
-        from otfuzz.engine.strategies import GROUPS
-        from otfuzz.protocols import protocol_for
-        from otfuzz.transport.target import Scope, parse_target
-
-        scope = Scope(self.scope)
         for entry in self.plan.entries:
-            where = f"plan entry {entry.id}"
-            try:
-                target = parse_target(entry.target)
-                protocol_for(target)
-                scope.check(target)
-                if entry.observe:
-                    host, _, port = entry.observe.rpartition(":")
-                    scope.check(parse_target(f"{target.scheme}://{host}:{port}"))
-            except OtfuzzError as exc:
-                raise OtfuzzError(f"{where}: {exc}") from None
-            unknown = [g for g in entry.groups if g not in GROUPS] if entry.kind == "fuzz" else []
-            if unknown:
-                raise OtfuzzError(f"{where}: unknown test group '{unknown[0]}' (known: {', '.join(GROUPS)})")
-            if entry.kind == "fuzz":
-                from otfuzz.engine.campaign import CampaignConfig
-
-                try:
-                    CampaignConfig(target=entry.target, duration=float(entry.duration_s), groups=list(entry.groups),
-                                   **entry.campaign).validate()
-                except OtfuzzError as exc:
-                    raise OtfuzzError(f"{where}: {exc}") from None
+            check_entry(entry, self.scope)
 
     def request_stop(self, reason: str = "stopped by operator (signal)") -> None:
         self.stop_requested = True
@@ -412,88 +532,21 @@ class PlanRunner:
                     return
                 outcome = await self._run_entry(index, entry)
                 outcomes[entry.id] = outcome
-                self._write_status(outcomes)
+                write_status(self.runs_dir, self.plan, outcomes)
 
         await asyncio.gather(*(one(i, e) for i, e in enumerate(self.plan.entries, start=1)))
         ordered = [outcomes[e.id] for e in self.plan.entries]
-        self._write_status({o.id: o for o in ordered})
+        write_status(self.runs_dir, self.plan, {o.id: o for o in ordered})
         return ordered
 
-    def _write_status(self, outcomes: dict[str, EntryOutcome]) -> None:
-        doc = {"plan": PLAN_FILE, "entries": [asdict(outcomes[e.id]) if e.id in outcomes else {"id": e.id, "status": "pending", "detail": ""}
-                                             for e in self.plan.entries]}
-        (self.runs_dir / STATUS_FILE).write_text(json.dumps(doc, indent=2))
-
-    def _meta(self, entry: PlanEntry) -> dict[str, Any]:
-        return {"system": self.plan.system.get("name"), "system_sha256": self.plan.system.get("sha256"), "plan_entry": entry.id,
-                "kind": entry.kind, "asset": entry.asset, "zone": entry.zone, "channels": entry.channels}
-
     async def _run_entry(self, index: int, entry: PlanEntry) -> EntryOutcome:
-        run_dir = self.runs_dir / entry.id
-        status = entry_status(run_dir)
-        label = f"[{index}/{len(self.plan.entries)}] {entry.id}"
-        if status == "completed":
-            self.say(f"{label}: already completed, skipped")
-            return EntryOutcome(entry.id, "skipped", "completed earlier")
-        resume = status is not None and entry.kind == "fuzz"
-        if not resume and run_dir.exists():
-            shutil.rmtree(run_dir)  # a policy test or a run that never recorded its start begins again
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.say(f"{label}: {'resuming' if resume else 'starting'} {entry.kind} {entry.target} ({_human(entry.duration_s)})")
+        context = EntryContext(self.plan.seed, self.plan.system, self.scope, self.tester, self.on_progress,
+                               on_job=self._running.__setitem__)
         try:
-            if entry.kind == "policy":
-                outcome = await self._run_policy(entry, run_dir)
-            else:
-                outcome = await self._run_fuzz(entry, run_dir, resume)
-        except OtfuzzError as exc:
-            if not resume:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            outcome = EntryOutcome(entry.id, "error", str(exc))
+            return await run_entry(entry, self.runs_dir / entry.id, context, self.say,
+                                   f"[{index}/{len(self.plan.entries)}] {entry.id}")
         finally:
             self._running.pop(entry.id, None)
-        self.say(f"{label}: {outcome.status}{': ' + outcome.detail if outcome.detail else ''}")
-        return outcome
-
-    async def _run_policy(self, entry: PlanEntry, run_dir: Path) -> EntryOutcome:
-        config = PolicyTestConfig(
-            target=entry.target, allow=list(entry.allow), observe=entry.observe, timeout=entry.timeout or 1.0,
-            include_disruptive=False, read_only=entry.read_only, scope=self.scope, conduit=entry.channels[0].split("/")[0] if entry.channels else None,
-            channel=entry.channels[0].split("/", 1)[-1] if entry.channels else None,
-            from_zone=entry.from_zones[0] if entry.from_zones else None, to_zone=entry.zone, **self.tester,
-        )
-        test = PolicyTest(config)
-        self._running[entry.id] = test
-        section = await run_policy_test(config, run_dir, {"system": self._meta(entry)}, test)
-        summary = section["summary"]
-        if not summary["complete"]:
-            return EntryOutcome(entry.id, "interrupted", f"{summary['sent']} of {summary['operations']} operations sent")
-        return EntryOutcome(entry.id, "completed", f"{summary['violations']} violation(s) in {summary['disallowed']} disallowed "
-                                                   f"operations, {summary['over_blocked']} allowed operation(s) blocked")
-
-    async def _run_fuzz(self, entry: PlanEntry, run_dir: Path, resume: bool) -> EntryOutcome:
-        from otfuzz.engine.campaign import Campaign, CampaignConfig
-        from otfuzz.report.results import load_results
-        from otfuzz.store.evidence import EvidenceStore
-
-        store = EvidenceStore.open(run_dir) if resume else EvidenceStore.create(run_dir)
-        try:
-            if resume:
-                config = CampaignConfig.from_dict(store.get_meta("campaign")["config"])
-                config.scope = sorted(set(config.scope) | set(self.scope))
-            else:
-                config = CampaignConfig(target=entry.target, seed=self.plan.seed, duration=float(entry.duration_s), groups=list(entry.groups),
-                                        read_only=entry.read_only, scope=self.scope, timeout=entry.timeout, **self.tester,
-                                        **entry.campaign)
-                store.set_meta("system", self._meta(entry))
-            campaign = Campaign(config, run_dir, store, None)
-            self._running[entry.id] = campaign
-            status = await campaign.run(resume)
-            reason = campaign.stop_reason
-        finally:
-            store.close()
-        totals = load_results(run_dir)["totals"]
-        detail = f"{totals['cases']} cases, {totals['anomalies']} anomalies"
-        return EntryOutcome(entry.id, status, detail + (f"; {reason}" if status == "failed" else ""))
 
 
 def run_plan(plan: Plan, runs_dir: Path, resume: bool, scope: Sequence[str] = (), concurrency: int = 1,
@@ -509,10 +562,11 @@ def run_plan(plan: Plan, runs_dir: Path, resume: bool, scope: Sequence[str] = ()
 
 
 def plan_exit_status(outcomes: Sequence[EntryOutcome]) -> int:
-    """0 when every entry completed, 130 if any was interrupted, 3 if any failed or could not start."""
+    """0 when every entry completed, 130 if any was interrupted, 3 if any failed or could not start
+    (or, run by zone agents, was refused by its agent, lost, or came back in a bundle that did not verify)."""
     statuses = {o.status for o in outcomes}
     if "interrupted" in statuses:
         return 130
-    if statuses & {"failed", "error"}:
+    if statuses & {"failed", "error", "refused", "rejected", "lost"}:
         return 3
     return 0

@@ -42,7 +42,7 @@ from otfuzz.engine.feedback import Feedback, Lineage, observation
 from otfuzz.engine.generator import CaseGenerator
 from otfuzz.engine.strategies import StrategyOptions
 from otfuzz.engine.values import Dictionary
-from otfuzz.engine.investigate import ANSWERED, Investigator, TargetDown
+from otfuzz.engine.investigate import ANSWERED, STALL_SHARE, Investigator, TargetDown
 from otfuzz.engine.strategies import GROUPS
 from otfuzz.engine.config import RecordedConfig
 from otfuzz.errors import OtfuzzError
@@ -112,7 +112,9 @@ class CampaignConfig(RecordedConfig):
     operator: str | None = None
     organisation: str | None = None
     independence: str | None = None
-
+    # otfuzz run --seeds: the seed file and its content hash, which fix the captured cases
+    seeds: str | None = None
+    seeds_sha256: str | None = None
 
     def validate(self) -> None:
         if self.duration is None and self.max_cases is None:
@@ -133,6 +135,16 @@ class CampaignConfig(RecordedConfig):
             raise OtfuzzError(f"--hold-time must be at most 60 s, got {self.hold_time:g}")
         if self.known_finding_rate < 1:
             raise OtfuzzError(f"--known-finding-rate must be 1 or more (1 sends every case), got {self.known_finding_rate}")
+
+
+def load_seeds(config: CampaignConfig, protocol: Protocol, scheme: str, port: int | None) -> Any:
+    """The captured seeds a configuration names (None without --seeds); the seed file must still
+    have the hash recorded in the configuration, so replay and resume regenerate the same cases."""
+    if not config.seeds:
+        return None
+    from otfuzz.capture.seeds import captured_seeds
+
+    return captured_seeds(protocol, scheme, port, Path(config.seeds), config.seeds_sha256)
 
 
 @dataclass
@@ -164,8 +176,9 @@ class Campaign:
             raise OtfuzzError("no port")
         self.address = Scope(config.scope).check(self.target)
         self.feedback = Feedback(Dictionary(self.protocol.dictionary()), lookup=self._stored_lineage)
+        self.seeds = load_seeds(config, self.protocol, self.target.scheme, self.target.port)
         self.generator = CaseGenerator(self.protocol, config.seed, config.groups, config.read_only, is_loopback(self.address),
-                                       self.feedback, StrategyOptions(config.hold_time, config.max_connections))
+                                       self.feedback, StrategyOptions(config.hold_time, config.max_connections), self.seeds)
         if self.protocol.single_association and config.concurrency > 1:
             raise OtfuzzError(f"{self.protocol.name} targets serve one association at a time: use --concurrency 1")
         self.probe = HealthProbe(self.protocol, self.address, self.target.port, config.probe_deadline, config.degradation_factor)
@@ -285,6 +298,10 @@ class Campaign:
             self.store.record_start("fuzz", self.config, {
                 "url": self.target.url, "protocol": self.protocol.name, "address": self.address, "port": self.target.port,
                 "identity": identity, "command": self.config.target_cmd})
+            if self.seeds is not None:
+                from otfuzz.capture.seeds import seed_summary
+
+                self.store.set_meta("seeds", seed_summary(self.seeds))
         self.store.set_meta("liveness", {
             "method": self.protocol.liveness_note,
             "probe_request_hex": self.protocol.probe().frame.hex(),
@@ -538,7 +555,9 @@ class Campaign:
         if during is not None and not during.ok:
             candidate = AnomalyClass.HANG  # unanswered or refused while the pattern ran; diagnosed again after
         elif during is not None and during.reason == "slow":
-            candidate = AnomalyClass.DEGRADATION
+            # answered at last, but only after half the deadline: it stalled (hang), not slowed
+            stalled = (during.latency or 0.0) >= STALL_SHARE * self.probe.deadline
+            candidate = AnomalyClass.HANG if stalled else AnomalyClass.DEGRADATION
         detail = f"{case.pattern.describe()}: {result.detail}; probe during it: {during.reason if during else 'not run'}"
         kind = ReplyKind.NORMAL if candidate is None else ReplyKind.NO_REPLY
         self._results[case.case_id] = (case.group, kind.value)

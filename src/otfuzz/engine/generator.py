@@ -13,6 +13,7 @@ would relay to its networks) are filtered the same way for any other target.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from otfuzz.engine.cases import TestCase, case_rng
 from otfuzz.engine.feedback import Feedback
@@ -22,7 +23,12 @@ from otfuzz.errors import OtfuzzError
 from otfuzz.protocols.base import Protocol
 from otfuzz.transport import connection_oriented
 
+if TYPE_CHECKING:
+    from otfuzz.capture.seeds import CapturedSeeds
+
 READ_ONLY_RETRIES = 32
+CAPTURE_GROUP = "capture"
+"""The group of the cases that send each captured request once, as seen, before any other."""
 
 
 def valid_read(protocol: Protocol) -> tuple[bytes, str, str]:
@@ -44,7 +50,8 @@ def valid_read(protocol: Protocol) -> tuple[bytes, str, str]:
 
 class CaseGenerator:
     def __init__(self, protocol: Protocol, seed: int, groups: Sequence[str] | None = None, read_only: bool = False,
-                 loopback: bool = True, feedback: Feedback | None = None, options: StrategyOptions | None = None) -> None:
+                 loopback: bool = True, feedback: Feedback | None = None, options: StrategyOptions | None = None,
+                 seeds: CapturedSeeds | None = None) -> None:
         self.protocol = protocol
         self.seed = seed
         self.read_only = read_only
@@ -57,7 +64,10 @@ class CaseGenerator:
             if groups != list(GROUPS):
                 raise OtfuzzError(f"the connection group needs connections; {protocol.name} runs over datagrams")
             groups.remove("connection")  # every group: every group this protocol has
-        templates = [t for t in protocol.templates() if not (read_only and (t.writes or t.disruptive))]
+        # Captured requests (otfuzz run --seeds) come first: templates with the device's real
+        # values, and each request once as seen before the schedule starts.
+        captured = list(seeds.templates) if seeds is not None else []
+        templates = [t for t in [*captured, *protocol.templates()] if not (read_only and (t.writes or t.disruptive))]
         if not templates:
             raise OtfuzzError(f"{protocol.name}: no request types left to send in read-only mode")
         self.templates = templates
@@ -66,7 +76,12 @@ class CaseGenerator:
         # The safe fallback when read-only mode rejects every retry: a known valid read.
         self._fallback, self._fallback_type, fallback_text = valid_read(protocol)
         self._fallback_note = f"read-only fallback: {fallback_text}"
-        self.strategies = build_strategies(protocol, templates, groups, self.dictionary, self._fallback, options)
+        sessions = seeds.sessions if seeds is not None else ()
+        self.strategies = build_strategies(protocol, templates, groups, self.dictionary, self._fallback, options, sessions)
+        self.replay: list[tuple[bytes, str]] = []
+        if seeds is not None:
+            self.replay = [(frame, t.name) for frame, t in zip(seeds.requests, seeds.templates)
+                           if not (read_only and (t.writes or t.disruptive)) and not self._refused(frame)]
         self.weights = {name: GROUPS[name] for name in groups}
         self.schedule = smooth_schedule(self.weights)
 
@@ -78,7 +93,11 @@ class CaseGenerator:
         """The test case with this id: a pure function of (seed, case id, configuration)."""
         if case_id < 0:
             raise ValueError("case ids start at 0")
-        cycle, slot = divmod(case_id, len(self.schedule))
+        if case_id < len(self.replay):
+            frame, name = self.replay[case_id]
+            return TestCase(case_id, CAPTURE_GROUP, (frame,), name,
+                            f"captured request {case_id + 1} of {len(self.replay)}, as seen: {self.protocol.describe(frame)}")
+        cycle, slot = divmod(case_id - len(self.replay), len(self.schedule))
         group, rank = self.schedule[slot]
         index = cycle * self.weights[group] + rank
         strategy = self.strategies[group]

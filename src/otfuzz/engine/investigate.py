@@ -29,6 +29,8 @@ from otfuzz.protocols.base import Protocol, ReplyKind
 ANSWERED = (ReplyKind.NORMAL, ReplyKind.EXCEPTION, ReplyKind.SPEC_VIOLATION)
 STALL_SHARE = 0.5
 """A probe answered after this share of its deadline, then prompt ones: a hang, not degradation."""
+STACKS_AFTER = 0.1
+"""A first probe unanswered after this share of its deadline has the target's stacks taken."""
 
 
 @dataclass
@@ -77,7 +79,7 @@ class Investigator:
         recovery timeout) or is unresponsive-after (it does not), whoever restarts it. While a
         target otfuzz started hangs, its stacks are taken: where it is stuck buckets the hang.
         """
-        first = await self.probe.check()
+        first, stalled = await self._first_probe()
         probes = [first]
         exit_info = self.process.poll() if self.process else None
         if exit_info is not None:
@@ -88,7 +90,7 @@ class Investigator:
             return Diagnosis(AnomalyClass.CRASH, probes, exit_info, recovered=False,
                              evidence=exit_evidence(exit_info) if exit_info else None)
         if not first.ok:
-            stuck = await self._stacks()
+            stuck = await stalled if stalled is not None else await self._stacks()
             recovered, more = await self._wait_for_recovery()
             probes += more
             exit_info = self.process.poll() if self.process else None
@@ -107,8 +109,22 @@ class Investigator:
             if first.latency is not None and first.latency >= STALL_SHARE * self.probe.deadline:
                 # answered just inside the deadline, then promptly again: the target stalled for a
                 # while and came back by itself (a hang), it did not get slower
-                return Diagnosis(AnomalyClass.HANG, probes, recovered=True)
+                return Diagnosis(AnomalyClass.HANG, probes, recovered=True,
+                                 evidence=await stalled if stalled is not None else None)
         return Diagnosis(candidate, probes)
+
+    async def _first_probe(self) -> tuple[ProbeResult, asyncio.Future[TargetEvidence | None] | None]:
+        """The first probe, and, for a target otfuzz started that is slow to answer it, its stacks
+        taken while the probe still waits: a target that stalls and comes back by itself is
+        caught where it is stuck only during the stall."""
+        probe = asyncio.ensure_future(self.probe.check())
+        if self.process is None:
+            return await probe, None
+        done, _ = await asyncio.wait({probe}, timeout=STACKS_AFTER * self.probe.deadline)
+        stalled = None if done else asyncio.ensure_future(self._stacks())
+        if stalled is not None:  # awaited only if the diagnosis is a hang; never left unretrieved
+            stalled.add_done_callback(lambda task: task.cancelled() or task.exception())
+        return await probe, stalled
 
     async def _stacks(self) -> TargetEvidence | None:
         if self.process is None:

@@ -364,11 +364,18 @@ class SequenceStrategy(Strategy):
 
     name = "sequence"
 
+    CAPTURED_SHARE = 0.5
+    """Share of sequence cases that follow a captured session (when `otfuzz run --seeds` gave any)."""
+
     def __init__(self, protocol: Protocol, templates: Sequence[Template], faulty: Sequence[Strategy],
-                 dictionary: Dictionary | None = None) -> None:
+                 dictionary: Dictionary | None = None, sessions: Sequence[Sequence[bytes]] = ()) -> None:
         super().__init__(protocol, templates)
         self.faulty = list(faulty)
         self.dictionary = dictionary or Dictionary()
+        # Captured sessions (ordered requests a real client sent) as prefixes; only requests that
+        # may run after the opening handshake and keep the connection, like the valid steps below.
+        self.sessions = [steps for steps in (tuple(f for f in session[:MAX_SEQUENCE] if protocol.needs_opening(f)
+                                                   and protocol.keeps_connection(f, b"")) for session in sessions) if steps]
         # The prefix runs on a connection after the opening handshake: a request that makes its own
         # connection (needs_opening False) would only be refused there, so it is never part of one.
         # Nor does a request after which the target may end the connection (a DISCONNECT).
@@ -394,6 +401,13 @@ class SequenceStrategy(Strategy):
             # a fault about the state before the handshake goes out alone, on a fresh connection
             return Made(made.frames, made.template, f"alone (a fresh connection): {made.description}", made.fault,
                         parent=made.parent)
+        if self.sessions and rng.random() < self.CAPTURED_SHARE:
+            # a captured session with one of its steps replaced by the faulty request
+            session = self.sessions[rng.randrange(len(self.sessions))]
+            at = rng.randrange(len(session))
+            frames = (*session[:at], made.frames[0], *session[at + 1 :])
+            return Made(frames, made.template, f"captured session step {at + 1} of {len(session)}: {made.description}",
+                        made.fault, parent=made.parent)
         length = rng.randint(2, MAX_SEQUENCE)
         at = rng.randrange(length)
         values = self._shared_values(rng)
@@ -472,7 +486,7 @@ class StrategyOptions:
 
 def build_strategies(protocol: Protocol, templates: Sequence[Template], groups: Sequence[str],
                      dictionary: Dictionary | None = None, read: bytes | None = None,
-                     options: StrategyOptions | None = None) -> dict[str, Strategy]:
+                     options: StrategyOptions | None = None, sessions: Sequence[Sequence[bytes]] = ()) -> dict[str, Strategy]:
     dictionary = dictionary or Dictionary(protocol.dictionary())
     options = options or StrategyOptions()
     boundary = Boundary(protocol, templates)
@@ -480,7 +494,7 @@ def build_strategies(protocol: Protocol, templates: Sequence[Template], groups: 
     mutation = Mutation(protocol, templates, dictionary)
     made: dict[str, Strategy] = {"boundary": boundary, "structural": structural, "mutation": mutation}
     if "sequence" in groups:
-        made["sequence"] = SequenceStrategy(protocol, templates, [boundary, structural, mutation], dictionary)
+        made["sequence"] = SequenceStrategy(protocol, templates, [boundary, structural, mutation], dictionary, sessions)
     if "pairs" in groups:
         made["pairs"] = Pairs(protocol, templates, dictionary)
     if "connection" in groups:

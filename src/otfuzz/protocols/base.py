@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
-from otfuzz.errors import OtfuzzError
-from otfuzz.protocols.model import MessageType
+from otfuzz.errors import DecodeError, OtfuzzError
+from otfuzz.protocols.model import Checksum, Length, MessageType
 
 
 class ReplyKind(str, Enum):
@@ -359,3 +359,65 @@ class Protocol(ABC):
     def is_sync_reply(self, reply: bytes) -> bool:
         """True when `reply` answers `sync_request()`, not the case before it."""
         return False
+
+    # -- what a capture shows ---------------------------------------------------------------------
+    # Capture import (otfuzz.capture) reads recorded traffic with these hooks: the module's own
+    # framing splits a reassembled stream, and a captured request becomes a template whose values
+    # are the device's real ones.
+
+    FRAME_HEAD = 64
+    """Bytes `split_messages` shows `frame_length` at a time: enough for every protocol's header."""
+
+    def split_messages(self, data: bytes) -> tuple[list[bytes], bytes]:
+        """The messages of one direction of a captured stream, by this protocol's own framing, and
+        the bytes after them that do not frame (an incomplete last message, or garbage).
+        Default: `frame_length`, one message after another."""
+        out: list[bytes] = []
+        pos = 0
+        while pos < len(data):
+            n = self.frame_length(bytes(data[pos : pos + self.FRAME_HEAD]))
+            if n is None or n <= 0 or pos + n > len(data):
+                break
+            out.append(bytes(data[pos : pos + n]))
+            pos += n
+        return out, bytes(data[pos:])
+
+    def normalise_request(self, frame: bytes) -> bytes:
+        """A captured request as this module's sessions expect a request: counters the session
+        patches relative to its own (sequence numbers) set to zero. Default: unchanged."""
+        return frame
+
+    def session_control(self, frame: bytes) -> bool:
+        """True for a captured request the session sends by itself (a handshake, an
+        acknowledgement, a keep-alive answer): recognised, but no request type to fuzz."""
+        return False
+
+    def from_capture(self, frame: bytes) -> Template | None:
+        """A captured request as a template carrying its values as seen (the device's real
+        addresses and points), or None when it breaks the specification (`check_request`) or
+        no declared request type decodes it exactly.
+
+        The request type `request_type` names is tried first; a template fits when its layout
+        decodes the normalised frame with no field off its limits and encodes it back unchanged.
+        """
+        frame = self.normalise_request(frame)
+        if not frame or self.check_request(frame):
+            return None  # off the specification: listed as unparsed, never a template
+        name = self.request_type(frame)
+        for template in sorted(self.templates(), key=lambda t: t.name != name):
+            message = template.message
+            try:
+                values = message.decode(frame)
+            except (DecodeError, ValueError, KeyError, TypeError, IndexError):
+                continue
+            if message.violations(values):
+                continue
+            plain = {k: v for k, v in values.items() if not isinstance(message.field_named(k), (Length, Checksum))}
+            try:
+                if message.encode(plain) != frame:
+                    continue
+            except (ValueError, KeyError, TypeError):
+                continue
+            return Template(template.name, message, plain, writes=template.writes or self.is_write(frame),
+                            disruptive=template.disruptive, code=template.code)
+        return None

@@ -1060,6 +1060,31 @@ class DNP3(Protocol):
         size = sum(len(f) for f in fragments)
         return ReplyVerdict(ReplyKind.NORMAL, f"response, {len(fragments)} fragment(s), {size} octets{shown}")
 
+    # -- what a capture shows ---------------------------------------------------------------
+
+    def split_messages(self, data: bytes) -> tuple[list[bytes], bytes]:
+        """Link frames by their length octet and CRC blocks (a fragment may span several frames)."""
+        frames, rest = split_link_frames(data)
+        return [f.raw for f in frames], rest
+
+    def normalise_request(self, frame: bytes) -> bytes:
+        """Transport and application sequence numbers set to 0: the session numbers every frame
+        relative to its own counters. CRCs are made right for the result."""
+        frames, rest = split_link_frames(frame)
+        if len(frames) != 1 or rest or not frames[0].user_data or len(frame) < HEADER_SIZE + 3:
+            return frame
+        out = bytearray(frame)
+        out[HEADER_SIZE] &= TH_FIN | TH_FIR
+        if out[HEADER_SIZE] & TH_FIR:
+            out[HEADER_SIZE + 1] &= 0xF0
+        return self.repair(bytes(out))
+
+    def session_control(self, frame: bytes) -> bool:
+        """Application CONFIRMs: the session confirms responses by itself."""
+        frames, _ = split_link_frames(frame)
+        return bool(frames) and all(len(f.user_data) >= 3 and f.user_data[0] & TH_FIR and f.user_data[2] == CONFIRM
+                                    for f in frames)
+
     def is_write(self, frame: bytes) -> bool:
         """Conservative: any request fragment start whose function could change state, found at
         any 05 64 in the frame and whatever its CRCs (a lenient outstation may accept it)."""

@@ -829,6 +829,29 @@ class IEC104(Protocol):
             return ReplyVerdict(ReplyKind.MALFORMED, f"{text} mirrors element {asdu.objects[0][1].hex()}, request had {want.objects[0][1].hex()}")
         return ReplyVerdict(ReplyKind.NORMAL, text)
 
+    # -- what a capture shows ---------------------------------------------------------------
+
+    def split_messages(self, data: bytes) -> tuple[list[bytes], bytes]:
+        """APDUs by the APCI length octet."""
+        apdus, rest = split_apdus(data)
+        return [a.raw for a in apdus], rest
+
+    def normalise_request(self, frame: bytes) -> bytes:
+        """N(S) and N(R) set to 0: the session numbers every I- and S-frame from its own counters."""
+        apdus, rest = split_apdus(frame)
+        if len(apdus) != 1 or rest or apdus[0].kind == "U":
+            return frame
+        out = bytearray(frame)
+        if apdus[0].kind == "I":
+            out[2:4] = b"\0\0"
+        out[4:6] = b"\0\0"
+        return bytes(out)
+
+    def session_control(self, frame: bytes) -> bool:
+        """U-frames (STARTDT, STOPDT, TESTFR) and S-frame acknowledgements: the session's own work."""
+        apdus, rest = split_apdus(frame)
+        return bool(apdus) and not rest and all(a.kind in ("U", "S") for a in apdus)
+
     def is_write(self, frame: bytes) -> bool:
         """Conservative: every I-frame whose type is not a known read counts as a write."""
         apdus, rest = split_apdus(frame)

@@ -82,6 +82,20 @@ class _Decoder:
             raise DecodeError(f"{self.name}: {len(data) - end} unexpected trailing bytes")
         return values
 
+    def partial_violations(self, data: bytes) -> list[str]:
+        """What a truncated request breaks in the fields it still holds whole (a byte count that
+        disagrees with its quantity stays a violation when the data after it is cut)."""
+        values = self.message.decode_partial(data)
+        problems = [p for p in (f.violation(values[f.name]) for f in self.limited if f.name in values) if p]
+        for rule in self.rules:
+            try:
+                problem = rule(values)
+            except KeyError:  # a field it needs was cut off
+                continue
+            if problem:
+                problems.append(problem)
+        return problems
+
     def violations(self, values: Mapping[str, Any]) -> list[str]:
         problems = [p for p in (f.violation(values[f.name]) for f in self.limited) if p]
         for rule in self.rules:
@@ -749,17 +763,29 @@ class ModbusTCP(Protocol):
         try:
             values, end = func.decoder.decode_prefix(frame)
         except DecodeError as exc:
-            if protocol_id:
-                problems.append(f"protocol_id={protocol_id} is not 0 (MODBUS)")
-            problems.append(f"{message.name} truncated: {exc}")
-            return problems
+            return [*problems, f"{message.name} truncated: {exc}", *func.decoder.partial_violations(frame)]
         if end != n:
             problems.append(f"{n - end} trailing bytes after the {message.name} request")
         problems += func.decoder.violations(values)
         return problems
 
+    @staticmethod
+    def _answered_adu(frame: bytes, reply: bytes) -> bytes:
+        """The ADU of `frame` a reply answers: the first one, unless its transaction id is another's
+        that followed in the same stream (a target that drops the first and answers the next is right)."""
+        first = ModbusTCP._first_adu(frame)
+        if len(reply) < 2 or reply[:2] == first[:2]:
+            return first
+        at = len(first)
+        while at + HEADER_SIZE <= len(frame):
+            adu = ModbusTCP._first_adu(frame[at:])
+            if adu[:2] == reply[:2]:
+                return adu
+            at += len(adu)
+        return first
+
     def classify(self, request: bytes, reply: bytes) -> ReplyVerdict:
-        request = self._first_adu(request)
+        request = self._answered_adu(request, reply)
         n = len(reply)
         if n < HEADER_SIZE + 2:
             return ReplyVerdict(ReplyKind.MALFORMED, f"reply of {n} bytes is too short for any Modbus/TCP reply")

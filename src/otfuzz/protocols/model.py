@@ -382,6 +382,21 @@ class MessageType:
                         problems.append(f"{f.name}={values[f.name]} but content says {good}")
         return problems
 
+    def decode_partial(self, data: bytes) -> dict[str, Any]:
+        """The fields of a truncated message that were whole, in order up to the first cut one: what
+        a target that parses field by field has read before it notices the cut."""
+        values: dict[str, Any] = {}
+        offset = 0
+        for f in self.fields:
+            try:
+                if isinstance(f, Bytes):
+                    values[f.name], offset = f.decode(data, offset, values)
+                else:
+                    values[f.name], offset = f.decode(data, offset)
+            except (DecodeError, KeyError):
+                break
+        return values
+
     def violations(self, values: Mapping[str, Any]) -> list[str]:
         problems: list[str] = []
         for f in self.limited_fields:

@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -402,3 +403,50 @@ def _compare_files(manifest: dict[str, Any], members: dict[str, bytes | str], re
         else:
             result.checked += 1
     result.removed += sorted(name for name in listed if name not in members)
+
+
+# -- unpacking ---------------------------------------------------------------------------------
+
+
+def extract_bundle(bundle: Path, dest: Path) -> int:
+    """Unpack the run folder of a bundle into `dest` (created, must not exist); the number of files.
+
+    Verify first: this only refuses what could write outside `dest` (absolute names, '..', links,
+    devices) and what a bundle never holds, so an unpacked run folder is the run's own files.
+    """
+    import posixpath
+
+    bundle, dest = Path(bundle), Path(dest)
+    if dest.exists():
+        raise OtfuzzError(f"cannot unpack {bundle} into {dest}: it already exists")
+    tmp = dest.with_name(dest.name + ".unpacking")
+    shutil.rmtree(tmp, ignore_errors=True)
+    count = 0
+    try:
+        with tarfile.open(bundle, "r:") as tar:
+            for member in tar:
+                if member.name in (MANIFEST, SIGNATURE):
+                    continue
+                name = member.name[len(FILES):] if member.name.startswith(FILES) else ""
+                parts = name.split("/")
+                if not member.isfile() or not name or posixpath.isabs(name) or ".." in parts or "" in parts:
+                    raise OtfuzzError(f"{bundle}: member {member.name!r} is not a file of the run folder; not unpacked")
+                if name.startswith(EXTRA):
+                    continue  # files included beside the run are not part of the run folder
+                target = tmp.joinpath(*parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                handle = tar.extractfile(member)
+                assert handle is not None
+                with target.open("wb") as out:
+                    while chunk := handle.read(_CHUNK):
+                        out.write(chunk)
+                count += 1
+        os.replace(tmp, dest)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OtfuzzError(f"cannot unpack {bundle} into {dest}: {exc}") from None
+    except OtfuzzError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return count
+

@@ -214,6 +214,8 @@ def _record(results: Mapping[str, Any], tool: Mapping[str, Any], campaign: Mappi
         ("Kind", campaign.get("kind")),
         ("Seed", campaign.get("seed")),
         ("Configuration SHA-256", campaign.get("config_sha256")),
+        ("Seed file", _dict(campaign.get("config")).get("seeds")),
+        ("Seed file SHA-256", _dict(campaign.get("config")).get("seeds_sha256")),
         ("Status", campaign.get("status")),
         ("Stop reason", campaign.get("stop_reason")),
         ("Started", campaign.get("started_at")),
