@@ -58,6 +58,7 @@ class DashboardSettings:
     loopback: bool = True
     allow_control: bool = False
     stop_run: dict[Path, Callable[[], None]] = field(default_factory=dict)  # run folder -> stop it
+    stopping: Callable[[], bool] = lambda: False  # the server is shutting down: end the event streams
 
 
 class _Guard:
@@ -143,13 +144,13 @@ def create_app(settings: DashboardSettings) -> ASGIApp:
             run=snap, name=name, charts=CHARTS, control=control, run_dir=str(run_dir)))
 
     async def runs_events(request: Request) -> Response:
-        return _event_stream(request, lambda: in_thread(reader.rows))
+        return _event_stream(lambda: in_thread(reader.rows), settings.stopping)
 
     async def run_events(request: Request) -> Response:
         run_dir = reader.resolve(request.path_params["name"])
         if run_dir is None:
             return PlainTextResponse("no such run\n", status_code=404)
-        return _event_stream(request, lambda: in_thread(lambda: reader.snapshot(run_dir)))
+        return _event_stream(lambda: in_thread(lambda: reader.snapshot(run_dir)), settings.stopping)
 
     async def run_json(request: Request) -> Response:
         run_dir = reader.resolve(request.path_params["name"])
@@ -207,14 +208,14 @@ def create_app(settings: DashboardSettings) -> ASGIApp:
     return _Guard(Starlette(routes=routes), settings)
 
 
-def _event_stream(request: Request, produce: Callable[[], Awaitable[Any]]) -> StreamingResponse:
+def _event_stream(produce: Callable[[], Awaitable[Any]], stopping: Callable[[], bool]) -> StreamingResponse:
     """Server-sent events: the snapshot whenever it changed, a comment line otherwise (keep-alive)."""
 
     async def events() -> AsyncIterator[str]:
         yield f"retry: {int(EVENT_INTERVAL_S * 1000)}\n\n"
         last = None
         ends = time.monotonic() + STREAM_LIMIT_S
-        while time.monotonic() < ends:
+        while time.monotonic() < ends and not stopping():
             text = json.dumps(await produce(), sort_keys=True)
             yield f"data: {text}\n\n" if text != last else ": unchanged\n\n"
             last = text

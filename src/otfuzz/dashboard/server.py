@@ -63,8 +63,9 @@ class DashboardServer:
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{bound}/" + (
             f"?token={self.settings.token}" if self.settings.token else "")
         config = uvicorn.Config(create_app(self.settings), log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=1, lifespan="off")
+                                timeout_graceful_shutdown=3, lifespan="off")
         self.server = uvicorn.Server(config)
+        self.settings.stopping = lambda: bool(self.server.should_exit)
         self._thread: threading.Thread | None = None
 
     def serve(self) -> None:
