@@ -19,12 +19,12 @@ from otfuzz.demo import serve
 IDENTITY = {"VendorName": "otfuzz-test", "ProductCode": "PM", "MajorMinorRevision": "3.16.1"}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(identity: dict[str, str] | None = None, description: str = __doc__) -> None:
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    asyncio.run(serve(args.port, IDENTITY))
+    asyncio.run(serve(args.port, identity or IDENTITY))
 
 
 if __name__ == "__main__":

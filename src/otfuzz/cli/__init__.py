@@ -17,7 +17,7 @@ from otfuzz.errors import OtfuzzError
 from otfuzz.store.runs import EXIT_INTERRUPTED, EXIT_USAGE
 
 # Command groups, in the order `otfuzz --help` lists them; each module has add_commands(sub).
-COMMAND_GROUPS = ("campaign", "findings", "evidence", "system", "capture", "agents", "stress", "info")
+COMMAND_GROUPS = ("campaign", "findings", "evidence", "system", "capture", "agents", "stress", "dashboard", "info")
 
 
 def build_parser() -> argparse.ArgumentParser:

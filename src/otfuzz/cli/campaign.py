@@ -58,6 +58,12 @@ def add_commands(sub: Any) -> None:
                      help="known findings (otfuzz findings RUN --save-baseline FILE): exit 1 only on findings not in it")
     add_tester_options(run, "the campaign")
     run.add_argument("--quiet", action="store_true", help="no live progress display")
+    run.add_argument("--dashboard", action="store_true",
+                     help="serve the live browser dashboard of this run (and its sibling runs) while it runs")
+    run.add_argument("--dashboard-port", type=int, default=8626, help="with --dashboard: its TCP port (default 8626; 0 picks one)")
+    run.add_argument("--dashboard-bind", default="127.0.0.1", metavar="ADDR",
+                     help="with --dashboard: address to listen on (default 127.0.0.1; any other requires the printed token)")
+    run.add_argument("--allow-control", action="store_true", help="with --dashboard: offer a button that stops this campaign")
     run.set_defaults(func=cmd_run)
 
     replay = sub.add_parser("replay", help="regenerate a case (or an anomaly's reproducer) by id and send it again")
@@ -85,6 +91,33 @@ def _campaign_line(snap: Any) -> str:
     left = "" if snap.remaining is None else f" | {snap.remaining:5.0f} s left"
     return (f"cases {snap.cases} | {snap.rate:7.0f}/s | findings: {findings} | anomalies {sum(snap.anomalies.values())} "
             f"| target {snap.health}{left}")
+
+
+def _campaign_panel(snap: Any, latencies: Any) -> Any:
+    """The live panel of `otfuzz run` on a terminal: a time (or case) bar, rate, health, findings."""
+    from rich.panel import Panel
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    from otfuzz.cli.common import sparkline
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    if snap.remaining is not None:
+        total = snap.elapsed + snap.remaining
+        grid.add_row("time", ProgressBar(total=max(total, 1e-9), completed=min(snap.elapsed, total), width=40))
+        grid.add_row("", f"{snap.elapsed:.0f} s of {total:.0f} s, {snap.remaining:.0f} s left")
+    else:
+        grid.add_row("time", f"{snap.elapsed:.0f} s")
+    grid.add_row("cases", f"{snap.cases} ({snap.rate:.0f}/s)")
+    grid.add_row("target", str(snap.health))
+    probe = "-" if snap.probe_ms is None else f"{snap.probe_ms:.2f} ms"
+    grid.add_row("probe", f"{probe}  {sparkline(latencies)}")
+    findings = ", ".join(f"{snap.findings[s]} {s}" for s in ("high", "medium", "low") if snap.findings.get(s)) or "none"
+    grid.add_row("findings", findings)
+    grid.add_row("anomalies", str(sum(snap.anomalies.values())))
+    return Panel(grid, title="otfuzz run", expand=False)
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
@@ -115,14 +148,36 @@ def _seeds_hash(path: Path | None) -> str | None:
     return load_seed_file(path)[1]
 
 
-def _run(config: Any, run_dir: Path, resume: bool, show_progress: bool) -> tuple[str, str]:
+def _run(config: Any, run_dir: Path, resume: bool, show_progress: bool,
+         args: argparse.Namespace | None = None) -> tuple[str, str]:
     from otfuzz.engine.campaign import run_campaign
 
-    progress = Progress(show_progress, _campaign_line)
+    server = _start_dashboard(args, run_dir) if args is not None and args.dashboard else None
+    progress = Progress(show_progress, _campaign_line, _campaign_panel)
     try:
         return run_campaign(config, run_dir, resume, progress)
     finally:
         progress.finish()
+        if server is not None:
+            server.stop()
+
+
+def _start_dashboard(args: argparse.Namespace, run_dir: Path) -> Any:
+    """The dashboard over the run's parent folder on a thread; its stop button (with
+    --allow-control) signals this process, which stops the campaign as Ctrl-C does."""
+    import os
+    import signal
+    from urllib.parse import quote
+
+    from otfuzz.dashboard.server import DashboardServer
+
+    server = DashboardServer(run_dir.parent, args.dashboard_bind, args.dashboard_port, args.allow_control)
+    if args.allow_control:
+        server.settings.stop_run[run_dir.parent / run_dir.name] = lambda: os.kill(os.getpid(), signal.SIGINT)
+    server.start()
+    base, _, token = server.url.partition("?")
+    print(f"dashboard: {base}run/{quote(run_dir.name)}{'?' + token if token else ''} (stops with the campaign)", flush=True)
+    return server
 
 
 def summary_line(run_dir: Path, status: str) -> str:
@@ -158,7 +213,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = CampaignConfig.from_dict(meta["config"])
         if meta.get("status") == "completed":
             raise OtfuzzError(f"run {run_dir} is already complete; nothing to resume")
-        status, reason = _run(config, run_dir, True, not args.quiet)
+        status, reason = _run(config, run_dir, True, not args.quiet, args)
     else:
         config = _config_from_args(args)
         config.validate()
@@ -176,7 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         load_seeds(config, protocol, target.scheme, target.port)  # a seed file without this protocol stops the run first
         run_dir = args.out or default_run_dir(target.scheme)
-        status, reason = run_in_new_folder(run_dir, lambda: _run(config, run_dir, False, not args.quiet))
+        status, reason = run_in_new_folder(run_dir, lambda: _run(config, run_dir, False, not args.quiet, args))
     print(summary_line(run_dir, status))
     code = report_end(status, reason, f"interrupted; continue with: otfuzz run --resume {run_dir}")
     if code == 0 and config.baseline:

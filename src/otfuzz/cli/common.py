@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from otfuzz.engine.config import parse_duration
 from otfuzz.errors import OtfuzzError
 from otfuzz.store.runs import EXIT_INTERRUPTED, EXIT_TARGET_DOWN, exit_code
+
+
+HISTORY = 60  # probe latencies the sparkline shows
 
 
 class Parser(argparse.ArgumentParser):
@@ -70,20 +74,49 @@ def report_end(status: str, reason: str, interrupted_note: str) -> int:
     return code
 
 
-class Progress:
-    """Live progress on stderr: one rewritten line on a terminal, a line every 10 s otherwise.
+SPARK = "▁▂▃▄▅▆▇█"
 
-    `render` turns a layer's snapshot into the line; campaigns and stress runs share the rest.
+
+def sparkline(values: Sequence[float | None]) -> str:
+    """Values as block characters scaled to their own range; a gap (no answer) as a space."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    lo, hi = min(known), max(known)
+    span = (hi - lo) or 1.0
+    return "".join(" " if v is None else SPARK[min(len(SPARK) - 1, int((v - lo) / span * len(SPARK)))] for v in values)
+
+
+class Progress:
+    """Live progress: a rich panel on stdout when it is a terminal and the command has a panel;
+    otherwise one rewritten line on a terminal stderr, or a plain line every 10 s (CI, pipes).
+
+    `render` turns a layer's snapshot into the line, `panel(snap, history)` into the panel;
+    `history` keeps the last probe latencies for a sparkline.
     """
 
-    def __init__(self, enabled: bool, render: Callable[[Any], str]) -> None:
+    def __init__(self, enabled: bool, render: Callable[[Any], str],
+                 panel: Callable[[Any, Sequence[float | None]], Any] | None = None) -> None:
         self.enabled = enabled
         self.render = render
+        self.panel = panel
         self.tty = sys.stderr.isatty()
+        self.history: deque[float | None] = deque(maxlen=HISTORY)
         self._last_plain = -10.0
+        self._live: Any = None
+        if enabled and panel is not None and sys.stdout.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(console=Console(file=sys.stdout), auto_refresh=False, transient=False)
+            self._live.start()
 
     def __call__(self, snap: Any) -> None:
         if not self.enabled:
+            return
+        self.history.append(getattr(snap, "probe_ms", None))
+        if self._live is not None and self.panel is not None:
+            self._live.update(self.panel(snap, list(self.history)), refresh=True)
             return
         line = self.render(snap)
         if self.tty:
@@ -94,5 +127,8 @@ class Progress:
             print(line, file=sys.stderr, flush=True)
 
     def finish(self) -> None:
-        if self.enabled and self.tty:
+        if self._live is not None:
+            self._live.stop()  # the last panel stays on screen, the summary follows it
+            self._live = None
+        elif self.enabled and self.tty:
             sys.stderr.write("\n")

@@ -85,10 +85,25 @@ def _stress_line(snap: Any) -> str:
             f"open {snap.open_connections} | essential misses {snap.misses}/{snap.cycles} (2 s) | {snap.elapsed:5.0f} s")
 
 
+def _stress_panel(snap: Any, _latencies: Any) -> Any:
+    """The live panel of `otfuzz stress` on a terminal: the step, the load and the essential function."""
+    from rich.panel import Panel
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("pattern", f"{snap.pattern}: {snap.step}")
+    grid.add_row("load", f"offered {snap.offered_rps:.0f}/s, answered {snap.answered_rps:.0f}/s, {snap.open_connections} open")
+    grid.add_row("essential", f"{snap.misses} of {snap.cycles} cycles missed (last 2 s)")
+    grid.add_row("time", f"{snap.elapsed:.0f} s")
+    return Panel(grid, title="otfuzz stress", expand=False)
+
+
 def _run(config: Any, run_dir: Path, show_progress: bool) -> tuple[str, str, list[str]]:
     from otfuzz.stress.runner import run_stress
 
-    progress = Progress(show_progress, _stress_line)
+    progress = Progress(show_progress, _stress_line, _stress_panel)
     try:
         return run_stress(config, run_dir, progress)
     finally:

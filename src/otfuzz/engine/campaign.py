@@ -158,6 +158,7 @@ class Snapshot:
     elapsed: float
     remaining: float | None
     findings: dict[str, int] = field(default_factory=dict)  # severity -> findings so far
+    probe_ms: float | None = None  # latency of the last answered health probe
 
 
 class Campaign:
@@ -207,6 +208,7 @@ class Campaign:
         # (case id, class) stored for cases a resume runs again: they must not be recorded twice.
         self._known: set[tuple[int, str]] = set()
         self._health = "unknown"
+        self._probe_ms: float | None = None
         self._runners: list[CaseRunner] = []
         self.investigator = Investigator(self.protocol, self.probe, self._new_runner, self.process, config.recovery_timeout,
                                          config.minimise_budget, self._log, grace=config.recovery_timeout)
@@ -247,6 +249,7 @@ class Campaign:
         latency = None if result.latency is None else round(result.latency * 1000, 3)
         self.store.probe(round(self.elapsed() - (time.monotonic() - result.at), 3), result.ok, latency, result.reason)
         self._health = "ok" if result.ok and result.reason == "ok" else result.reason
+        self._probe_ms = latency if result.ok else None
 
     def request_stop(self, reason: str = "stopped by operator") -> None:
         if not self.stop_requested:
@@ -1149,7 +1152,7 @@ class Campaign:
                 remaining = None if self.config.duration is None else max(0.0, self.config.duration - self.elapsed())
                 by_severity: Counter[str] = Counter(severity(f.anomaly_class) for f in self.book.findings.values())
                 self.on_progress(Snapshot(self._cases_done, rate, dict(self._anomaly_counts), self._health, self.elapsed(),
-                                          remaining, dict(by_severity)))
+                                          remaining, dict(by_severity), self._probe_ms))
 
 
 def run_campaign(config: CampaignConfig, run_dir: Path, resume: bool,

@@ -311,20 +311,7 @@ def _charts(results: Mapping[str, Any], groups: Sequence[Mapping[str, Any]]) -> 
         "Anomalies over time",
         [Series("anomalies", [(_num(s.get("t")), _num(s.get("anomalies"))) for s in timeline], "#c62828")],
         "seconds since start", "anomalies (cumulative)")
-    ok = [(_num(p.get("t")), _num(p.get("latency_ms"))) for p in probes if p.get("ok") and p.get("latency_ms") is not None]
-    peak = max((y for _, y in ok), default=1.0)
-    failed = [(_num(p.get("t")), peak) for p in probes if not p.get("ok")]
-    latency_series = [Series("probe latency (ms)", ok, "#2e7d32", style="points" if len(ok) < 3 else "line"),
-                      Series("probe failed", failed, "#c62828", style="crosses")]
-    if isinstance(baseline, (int, float)) and (ok or failed):
-        span = [t for t, _ in ok + failed]
-        latency_series.append(Series("baseline median", [(min(span), baseline), (max(span), baseline)], "#757575", dashed=True))
-    latency = plots.line_chart("Health-probe latency over time", latency_series, "seconds since start", "latency (ms)")
-    replies = plots.stacked_bars(
-        "Reply classes per test group",
-        [(str(g.get("name", "?")), {str(k): int(v) for k, v in _dict(g.get("replies")).items() if isinstance(v, int)})
-         for g in groups], REPLY_KINDS)
-    charts = [cases, found, latency, replies]
+    charts = [cases, found, latency_chart(probes, baseline), reply_classes_chart(groups)]
     corpus = [_dict(c) for c in _dict(results.get("search")).get("corpus_over_time") or []]
     if corpus:
         charts.append(plots.line_chart(
@@ -333,6 +320,27 @@ def _charts(results: Mapping[str, Any], groups: Sequence[Mapping[str, Any]]) -> 
              Series("values the target reported", [(_num(c.get("t")), _num(c.get("observed"))) for c in corpus], "#ef6c00")],
             "seconds since start", "entries (cumulative)"))
     return charts
+
+
+def latency_chart(probes: Sequence[Mapping[str, Any]], baseline: Any = None) -> Markup:
+    """Health-probe latency over time, failed probes as crosses (the report and the dashboard)."""
+    ok = [(_num(p.get("t")), _num(p.get("latency_ms"))) for p in probes if p.get("ok") and p.get("latency_ms") is not None]
+    peak = max((y for _, y in ok), default=1.0)
+    failed = [(_num(p.get("t")), peak) for p in probes if not p.get("ok")]
+    latency_series = [Series("probe latency (ms)", ok, "#2e7d32", style="points" if len(ok) < 3 else "line"),
+                      Series("probe failed", failed, "#c62828", style="crosses")]
+    if isinstance(baseline, (int, float)) and (ok or failed):
+        span = [t for t, _ in ok + failed]
+        latency_series.append(Series("baseline median", [(min(span), baseline), (max(span), baseline)], "#757575", dashed=True))
+    return plots.line_chart("Health-probe latency over time", latency_series, "seconds since start", "latency (ms)")
+
+
+def reply_classes_chart(groups: Sequence[Mapping[str, Any]]) -> Markup:
+    """Reply classes per test group as shares of each group's cases (the report and the dashboard)."""
+    return plots.stacked_bars(
+        "Reply classes per test group",
+        [(str(g.get("name", "?")), {str(k): int(v) for k, v in _dict(g.get("replies")).items() if isinstance(v, int)})
+         for g in groups], REPLY_KINDS)
 
 
 def _search(results: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -85,16 +85,20 @@ class _Config(Protocol):
 class EvidenceStore:
     """Batched, crash-safe writer and reader of one run's evidence."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
         try:
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)
-            columns = {row[1] for row in self.db.execute("PRAGMA table_info(anomalies)")}
-            if "finding_id" not in columns:  # a store written before findings existed
-                self.db.execute("ALTER TABLE anomalies ADD COLUMN finding_id INTEGER")
+            if read_only:  # a watcher (the dashboard): WAL readers never block the campaign's writes
+                # No -wal file means no writer has it open: read it as immutable, which leaves no
+                # -wal/-shm files behind in a finished run folder (a bundle would pack them).
+                idle = not path.with_name(path.name + "-wal").exists()
+                self.db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{'&immutable=1' if idle else ''}", uri=True,
+                                          isolation_level=None, check_same_thread=False)
+                self.db.execute("PRAGMA query_only=ON")
+                self.db.execute("PRAGMA busy_timeout=2000")
+                self.db.execute("SELECT COUNT(*) FROM meta").fetchone()  # fail here, on opening, if it is no store
+            else:
+                self._open_for_writing(path)
         except sqlite3.DatabaseError as exc:
             raise OtfuzzError(f"cannot open evidence store {path}: {exc}") from None
         self._counts: Counter[tuple[str, str]] = Counter()
@@ -106,6 +110,15 @@ class EvidenceStore:
         self._lineage: list[tuple[int, int | None, int]] = []
         self._observed: list[tuple[int, int]] = []
 
+    def _open_for_writing(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(anomalies)")}
+        if "finding_id" not in columns:  # a store written before findings existed
+            self.db.execute("ALTER TABLE anomalies ADD COLUMN finding_id INTEGER")
+
     # -- opening ------------------------------------------------------------------------------
 
     @classmethod
@@ -113,11 +126,12 @@ class EvidenceStore:
         return cls(run_dir / STORE_NAME)
 
     @classmethod
-    def open(cls, run_dir: Path) -> EvidenceStore:
+    def open(cls, run_dir: Path, read_only: bool = False) -> EvidenceStore:
+        """The store of an existing run; `read_only` opens it as a watcher that can never write."""
         path = run_dir / STORE_NAME
         if not path.is_file():
             raise OtfuzzError(f"{run_dir} is not an otfuzz run folder (no {STORE_NAME})")
-        store = cls(path)
+        store = cls(path, read_only=True) if read_only else cls(path)
         if store.get_meta("campaign") is None:
             raise OtfuzzError(f"{path} holds no campaign metadata")
         return store
@@ -367,6 +381,21 @@ class EvidenceStore:
 
     def events(self) -> list[dict[str, Any]]:
         return [{"t": t, "kind": k, "detail": d} for t, k, d in self.db.execute("SELECT t, kind, detail FROM events ORDER BY rowid")]
+
+    def timeline_tail(self, n: int) -> list[dict[str, Any]]:
+        """The last `n` timeline samples, oldest first (a watcher's recent rate)."""
+        rows = self.db.execute("SELECT t, cases, anomalies FROM timeline ORDER BY rowid DESC LIMIT ?", (n,)).fetchall()
+        return [{"t": t, "cases": c, "anomalies": a} for t, c, a in reversed(rows)]
+
+    def probes_tail(self, n: int) -> list[dict[str, Any]]:
+        """The last `n` probes, oldest first."""
+        rows = self.db.execute("SELECT t, ok, latency_ms, reason FROM probes ORDER BY rowid DESC LIMIT ?", (n,)).fetchall()
+        return [{"t": t, "ok": bool(ok), "latency_ms": lat, "reason": reason} for t, ok, lat, reason in reversed(rows)]
+
+    def finding_severities(self) -> dict[str, int]:
+        """Findings per severity, counted in SQL."""
+        return {str(s or "medium"): n for s, n in self.db.execute(
+            "SELECT json_extract(record, '$.severity'), COUNT(*) FROM findings GROUP BY 1")}
 
     def samples(self, series: str) -> list[dict[str, Any]]:
         return [json.loads(r) for (r,) in self.db.execute("SELECT record FROM samples WHERE series = ? ORDER BY rowid", (series,))]
