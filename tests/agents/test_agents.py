@@ -172,7 +172,7 @@ def test_a_killed_agent_s_campaign_finishes_on_another_agent_of_its_zone_with_no
                 coordinator.wait()
     other = "control-b" if holder == "control-a" else "control-a"
     assert coordinator.returncode == 0, out + err + agents.log(other)
-    assert f"(agent {other})" in out
+    assert f"(agent {other})" in out, agents.log(holder)[-3000:]
     run = runs / "01-fuzz-plc-modbus"
     store = EvidenceStore.open(run)
     try:
