@@ -8,11 +8,13 @@ rounds (their order rotating each round) so that a busy machine weighs on all al
 
 - boofuzz at its defaults (a connection per case; it does not read replies),
 - boofuzz reading a reply after every case (`receive_data_after_fuzz=True`, 5 s receive timeout),
-- otfuzz at its defaults (concurrency 1; every reply read and classified),
+- otfuzz at its defaults (concurrency 1; every reply read and classified; new findings replayed
+  and minimised as they are met, which may take up to half of the fuzzing time),
+- otfuzz with `--no-confirm` (anomalies recorded, no replay: the engine's own pace),
 - otfuzz with `--concurrency 4`.
 
-otfuzz runs with `--no-confirm` (the confirmation phase comes after fuzzing and is not in the
-rate); its cases/s is cases over fuzzing time, as in bench/throughput.py. Prints the rates of
+otfuzz's cases/s is cases over fuzzing time, as in bench/throughput.py; `--confirm-time 1`
+bounds the confirmation phase, which comes after fuzzing and is not in the rate. Prints the rates of
 each round, the medians and the median of the per-round ratios to boofuzz's default rate.
 Asserts nothing (benchmarks are not tests); every run is bounded in time.
 
@@ -74,7 +76,7 @@ def otfuzz(extra: list[str]) -> Callable[[int, float, Path], dict[str, Any]]:
     def run(port: int, seconds: float, work: Path) -> dict[str, Any]:
         out = work / "run"
         argv = [sys.executable, "-m", "otfuzz.cli", "run", f"modbus://127.0.0.1:{port}", "--duration", f"{seconds}s",
-                "--seed", "1", "--out", str(out), "--quiet", "--no-confirm", *extra]
+                "--seed", "1", "--out", str(out), "--quiet", "--confirm-time", "1", *extra]
         subprocess.run(argv, stdout=subprocess.DEVNULL, timeout=seconds + 120, check=True, env={**os.environ})
         doc = load_results(out)
         elapsed = doc["campaign"]["fuzzing_s"]
@@ -100,7 +102,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each measurement (default 30; e.g. 5 for a quick look)")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help=f"throwaway venv for boofuzz (default {DEFAULT_VENV})")
     parser.add_argument("--only", help="comma-separated contestants (default all: boofuzz,boofuzz_reading_replies,otfuzz,"
-                                       "otfuzz_concurrency_4)")
+                                       "otfuzz_no_confirm,otfuzz_concurrency_4)")
     args = parser.parse_args()
     if args.rounds < 1 or args.seconds <= 0:
         raise SystemExit("--rounds must be 1 or more and --seconds positive")
@@ -109,6 +111,7 @@ def main() -> None:
         "boofuzz": boofuzz(python, read_replies=False),
         "boofuzz_reading_replies": boofuzz(python, read_replies=True),
         "otfuzz": otfuzz([]),
+        "otfuzz_no_confirm": otfuzz(["--no-confirm"]),
         "otfuzz_concurrency_4": otfuzz(["--concurrency", "4"]),
     }
     names = [n.strip() for n in args.only.split(",")] if args.only else list(contestants)
