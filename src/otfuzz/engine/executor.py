@@ -276,7 +276,7 @@ class CaseRunner:
                 wait = self.silence_timeout
                 if self.silence is not None and protocol.expects_reply(frame) and conn.reuse == REUSE_STREAM:
                     kind_key = self.silence.key(frame)
-                    quick = self.silence.learned(kind_key) and self._quiet_room()
+                    quick = self.conn is conn and self.silence.learned(kind_key) and self._quiet_room()
             sent = time.perf_counter()
             exchange = await conn.exchange(frame, min(wait, QUICK_WAIT) if quick else wait, protocol.expects_reply(frame),
                                            meanwhile)
@@ -284,7 +284,7 @@ class CaseRunner:
             if quick and exchange.outcome == "timeout":
                 if exchange.leftover:  # part of an answer came: wait for the rest as usual
                     exchange = await conn.wait_more(max(0.0, sent + wait - time.perf_counter()), sent)
-                elif self.conn is conn:
+                else:
                     # Dropped as always, so far: the connection waits out the usual silence
                     # timeout parked, carrying nothing else, and the next case gets a fresh one.
                     self.conn = None
