@@ -266,7 +266,8 @@ class CaseRunner:
                                    close_allowed=not protocol.keeps_connection(before, b""))
             wait = self.timeout
             excused = conn.close_excused
-            broken = bool(protocol.check_request(frame))
+            checked = protocol.check_request(frame)  # (pure: once per frame)
+            broken = bool(checked)
             if broken or protocol.frame_length(frame) not in (None, len(frame)) or not protocol.keeps_connection(frame, b""):
                 conn.close_excused = True
             # Silence is only recorded as a violation after the full timeout: a request the
@@ -289,7 +290,7 @@ class CaseRunner:
                     # timeout parked, carrying nothing else, and the next case gets a fresh one.
                     self.conn = None
                     self.quiet.append(Parked(conn, self._case, frame, sent, sent + wait, index, kind_key))
-                    problems = tuple(protocol.check_request(frame) + protocol.may_reject(frame))
+                    problems = tuple(checked + protocol.may_reject(frame))
                     return CaseOutcome(ReplyKind.NO_REPLY, "timeout", None, exchange.latency, index, problems,
                                        protocol.frame_length(frame) in (None, len(frame)))
             if kind_key:
@@ -303,7 +304,7 @@ class CaseRunner:
                 kind, detail = verdict.kind, verdict.detail
                 problems: tuple[str, ...] = ()
                 if kind is ReplyKind.NORMAL and index == last:
-                    problems = tuple(protocol.check_request(frame))
+                    problems = tuple(checked)
                     if problems:
                         kind, detail = ReplyKind.SPEC_VIOLATION, "answered normally: " + "; ".join(problems)
                 if kind is ReplyKind.MALFORMED:
@@ -331,7 +332,7 @@ class CaseRunner:
                 return CaseOutcome(ReplyKind.RESET, "connection refused", None, exchange.latency, index)
             framed = protocol.frame_length(frame) in (None, len(frame))
             # a target may also refuse what the specification only advises against (may_reject)
-            problems = tuple(protocol.check_request(frame) + protocol.may_reject(frame))
+            problems = tuple(checked + protocol.may_reject(frame))
             if exchange.outcome == "timeout" and not exchange.leftover:
                 required = protocol.silence_violation(frame)
                 if required:
