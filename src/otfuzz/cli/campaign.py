@@ -37,6 +37,9 @@ def add_commands(sub: Any) -> None:
                      help="seconds to wait for an answer to a request the specification says to reject "
                           "(default: 5x the probe p95, at least 0.002 s, at most --timeout)")
     run.add_argument("--read-only", action="store_true", help="never send a write or restart request (for live plants)")
+    run.add_argument("--no-pipeline", dest="pipeline", action="store_false",
+                     help="fragile target: one connection and one request at a time (no connection parked to catch a "
+                          "late answer to a frame the target always drops; such frames then wait the full silence timeout)")
     add_scope_option(run)
     run.add_argument("--target-cmd", help="command that starts the target; otfuzz restarts it after crashes")
     run.add_argument("--probe-interval", type=float, default=5.0, help="seconds between routine health probes")
@@ -129,7 +132,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     return CampaignConfig(
         target=args.target, seed=args.seed, duration=args.duration, max_cases=args.max_cases,
         groups=args.groups or list(GROUPS), rate=args.rate, concurrency=args.concurrency, timeout=args.timeout,
-        silence_timeout=args.silence_timeout,
+        silence_timeout=args.silence_timeout, pipeline=args.pipeline,
         read_only=args.read_only, scope=args.scope, target_cmd=args.target_cmd, probe_interval=args.probe_interval,
         probe_deadline=args.probe_deadline, recovery_timeout=args.recovery_timeout, minimise_budget=args.minimise_budget,
         confirm=args.confirm, confirm_time=args.confirm_time, operator=args.operator, organisation=args.organisation,

@@ -40,6 +40,7 @@ from otfuzz.engine.connection import CEILING as CONNECTION_CEILING
 from otfuzz.engine.connection import run_pattern
 from otfuzz.engine.feedback import Feedback, Lineage, observation
 from otfuzz.engine.generator import CaseGenerator
+from otfuzz.engine.silence import SilenceBook
 from otfuzz.engine.strategies import StrategyOptions
 from otfuzz.engine.values import Dictionary
 from otfuzz.engine.investigate import ANSWERED, STALL_SHARE, Investigator, TargetDown
@@ -109,6 +110,7 @@ class CampaignConfig(RecordedConfig):
     baseline: str | None = None
     hold_time: float = 2.0
     max_connections: int = 100
+    pipeline: bool = True  # False (--no-pipeline): a fragile target, one connection and one request at a time
     operator: str | None = None
     organisation: str | None = None
     independence: str | None = None
@@ -230,6 +232,9 @@ class Campaign:
         self._details: dict[str, str] = {}  # reply detail -> its blanked form (observations)
         self._stored_corpus = len(self.feedback.entries)
         self._stored_observed = len(self.feedback.dictionary.observed)
+        # Kinds of faulty frames the target always drops get a short wait and a parked connection;
+        # not for fragile targets, nor where a second connection displaces the first.
+        self.silence = SilenceBook(self.protocol) if config.pipeline and not self.protocol.single_association else None
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -345,6 +350,7 @@ class Campaign:
             "observations": len(self.feedback.seen),
             "connection_s": round(self._connection_s, 3),
             "investigating_s": round(self.investigating_s, 3),
+            "silence": self.silence.as_record() if self.silence is not None else None,
         }
 
     async def run(self, resume: bool = False) -> str:
@@ -425,6 +431,7 @@ class Campaign:
 
     async def _worker(self) -> None:
         runner = self._new_runner()
+        runner.silence = self.silence  # (replays in investigations always wait in full)
         self._runners.append(runner)
         ahead: list[TestCase] = []
 
@@ -506,7 +513,7 @@ class Campaign:
                     try:
                         await self._check_health(case, outcome, candidate if suspicious else None, runner)
                         for reply in late:
-                            await self._late_reply(reply, runner)
+                            await (self._quiet_reply if reply.quiet else self._late_reply)(reply, runner)
                     except TargetDown:
                         self.stop_requested = True  # the other workers stop; the status says failed, not interrupted
                         raise
@@ -665,8 +672,25 @@ class Campaign:
                               late.latency, late.index)
         await self._check_health(case, outcome, AnomalyClass.SLOW_REPLY, runner)
 
+    async def _quiet_reply(self, late: LateReply, runner: CaseRunner) -> None:
+        """An answer, read on its parked connection, to a frame of a kind the target had always
+        dropped: judged as if it had come within the silence timeout, against its own case."""
+        if late.case is None:
+            return
+        kind, detail = late.kind, late.detail
+        if kind is ReplyKind.NORMAL and late.index == len(late.case.frames) - 1:
+            problems = tuple(self.protocol.check_request(late.frame))
+            if problems:
+                kind, detail = ReplyKind.SPEC_VIOLATION, "answered normally: " + "; ".join(problems)
+        _, candidate = first_look(kind, False, 0)
+        if candidate is None:
+            return  # an exception reply or the like: a rejection, nothing to report
+        case = late.case if late.index >= len(late.case.frames) - 1 else replace(late.case, frames=late.case.frames[: late.index + 1])
+        outcome = CaseOutcome(kind, detail, late.reply, late.latency, late.index)
+        await self._check_health(case, outcome, candidate, runner, own=True)
+
     async def _check_health(self, case: TestCase, outcome: CaseOutcome, candidate: AnomalyClass | None,
-                            runner: CaseRunner) -> None:
+                            runner: CaseRunner, own: bool = False) -> None:
         started, perf_started = time.monotonic(), time.perf_counter()
         diagnosis = await self.investigator.diagnose(candidate)
         for result in diagnosis.probes:
@@ -688,8 +712,8 @@ class Campaign:
         # late answer: its own case (its connection carried nothing after it).
         if anomaly.target_level:
             history = list(self._history)
-        elif anomaly is AnomalyClass.SLOW_REPLY:
-            history = [case]
+        elif anomaly is AnomalyClass.SLOW_REPLY or own:
+            history = [case]  # answered on a parked connection that carried nothing after it
         else:
             history = list(runner.history)
         if not history or history[-1].case_id != case.case_id:

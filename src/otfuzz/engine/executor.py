@@ -8,6 +8,11 @@ carrying nothing else, until its grace window ends, so that a late answer is sti
 and attributed to its own case. A datagram connection whose session matches replies by invoke
 id is kept whatever happened, or used for one case only when the protocol asked for a fresh
 source port per case (`Connection.reuse`, see otfuzz.transport).
+
+A faulty frame of a kind the target has always dropped (see otfuzz.engine.silence) is waited
+for only briefly: its connection is then parked for the rest of the usual silence wait (a
+"quiet" park, up to `MAX_QUIET` at once) and the next case goes out on a fresh connection, so an
+answer that still comes is read, judged and attributed to its own case (`LateReply.quiet`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from otfuzz.engine.cases import TestCase
+from otfuzz.engine.silence import QUICK_WAIT, SilenceBook
 from otfuzz.protocols.base import Protocol, ReplyKind
 from otfuzz.transport import REUSE_CASE, REUSE_STREAM, open_connection
 from otfuzz.transport.target import is_loopback
@@ -79,6 +85,7 @@ class Parked:
     sent_at: float  # perf_counter when the frame was written
     until: float  # perf_counter when the grace window ends
     index: int = 0  # of the frame within its case (a sequence step may be the one answered late)
+    quiet: str = ""  # a learned-silent frame's kind (SilenceBook key), parked after the short wait
 
 
 @dataclass(frozen=True)
@@ -93,13 +100,16 @@ class LateReply:
     detail: str
     sent_at: float = 0.0  # perf_counter when its request was written
     index: int = 0  # of the frame within its case
+    quiet: bool = False  # an answer to a frame of a kind the target had always dropped
 
 
 class CaseRunner:
     MAX_PARKED = 1  # an open connection each: fragile devices have few connection slots
+    MAX_QUIET = 4  # quiet parks at once (only with a SilenceBook: never for fragile targets)
 
     def __init__(self, protocol: Protocol, host: str, port: int, timeout: float, connect_timeout: float = 2.0,
-                 history_limit: int = 256, silence_timeout: float | None = None, grace: float = 0.0) -> None:
+                 history_limit: int = 256, silence_timeout: float | None = None, grace: float = 0.0,
+                 silence: SilenceBook | None = None) -> None:
         self.protocol = protocol
         self.host = host
         self.port = port
@@ -116,6 +126,9 @@ class CaseRunner:
         # Seconds a valid request's late answer is still awaited (0: drop it at the timeout).
         self.grace = grace
         self.parked: list[Parked] = []
+        # Kinds of faulty frames the target always dropped (None: always wait the silence timeout).
+        self.silence = silence
+        self.quiet: list[Parked] = []
         self._late: list[LateReply] = []
         self._case: TestCase | None = None
 
@@ -152,33 +165,43 @@ class CaseRunner:
                 if late.case is not None and late.case.case_id == case_id:
                     self._late.remove(late)
                     return late
-            if not any(p.case is not None and p.case.case_id == case_id for p in self.parked) or time.perf_counter() >= until:
+            if (not any(p.case is not None and p.case.case_id == case_id for p in (*self.parked, *self.quiet))
+                    or time.perf_counter() >= until):
                 return None
             await asyncio.sleep(0.005)
 
     def parked_until(self, case_id: int) -> float | None:
+        """When the grace window of a valid request's parked connection ends (quiet parks excluded)."""
         return next((p.until for p in self.parked if p.case is not None and p.case.case_id == case_id), None)
 
     @property
     def has_late(self) -> bool:
-        return bool(self.parked or self._late)
+        return bool(self.parked or self.quiet or self._late)
 
     def _harvest(self, close_all: bool) -> None:
+        if self.parked:
+            self.parked = self._harvest_list(self.parked, close_all)
+        if self.quiet:
+            self.quiet = self._harvest_list(self.quiet, close_all)
+
+    def _harvest_list(self, parks: list[Parked], close_all: bool) -> list[Parked]:
         now = time.perf_counter()
         kept: list[Parked] = []
-        for parked in self.parked:
+        for parked in parks:
             late = parked.conn.late_reply()
             if late is not None:
                 reply, arrived = late
                 verdict = self.protocol.classify(parked.frame, reply)
                 self._late.append(LateReply(parked.case, parked.frame, reply, arrived - parked.sent_at, verdict.kind,
-                                            verdict.detail, parked.sent_at, parked.index))
+                                            verdict.detail, parked.sent_at, parked.index, bool(parked.quiet)))
+                if parked.quiet and self.silence is not None:
+                    self.silence.note(parked.quiet, answered=True)  # never cut short for this kind again
                 parked.conn.close()
             elif close_all or now >= parked.until or not parked.conn.alive:
                 parked.conn.close()
             else:
                 kept.append(parked)
-        self.parked = kept
+        return kept
 
     async def run(self, case: TestCase, meanwhile: Callable[[], object] | None = None) -> CaseOutcome:
         """Run a case; `meanwhile` runs once while the target works on the first frame."""
@@ -243,22 +266,45 @@ class CaseRunner:
                                    close_allowed=not protocol.keeps_connection(before, b""))
             wait = self.timeout
             excused = conn.close_excused
-            broken = bool(protocol.check_request(frame))
+            checked = protocol.check_request(frame)  # (pure: once per frame)
+            broken = bool(checked)
             if broken or protocol.frame_length(frame) not in (None, len(frame)) or not protocol.keeps_connection(frame, b""):
                 conn.close_excused = True
             # Silence is only recorded as a violation after the full timeout: a request the
             # specification says must be answered even when wrong never gets the short wait.
+            kind_key, quick = "", False
             if broken and self.silence_timeout < wait and not protocol.silence_violation(frame):
                 wait = self.silence_timeout
-            exchange = await conn.exchange(frame, wait, protocol.expects_reply(frame), meanwhile)
+                if self.silence is not None and protocol.expects_reply(frame) and conn.reuse == REUSE_STREAM:
+                    kind_key = self.silence.key(frame)
+                    quick = self.conn is conn and self.silence.learned(kind_key) and self._quiet_room()
+            sent = time.perf_counter()
+            exchange = await conn.exchange(frame, min(wait, QUICK_WAIT) if quick else wait, protocol.expects_reply(frame),
+                                           meanwhile)
             meanwhile = None
+            if quick and exchange.outcome == "timeout":
+                if exchange.leftover:  # part of an answer came: wait for the rest as usual
+                    exchange = await conn.wait_more(max(0.0, sent + wait - time.perf_counter()), sent)
+                else:
+                    # Dropped as always, so far: the connection waits out the usual silence
+                    # timeout parked, carrying nothing else, and the next case gets a fresh one.
+                    self.conn = None
+                    self.quiet.append(Parked(conn, self._case, frame, sent, sent + wait, index, kind_key))
+                    problems = tuple(checked + protocol.may_reject(frame))
+                    return CaseOutcome(ReplyKind.NO_REPLY, "timeout", None, exchange.latency, index, problems,
+                                       protocol.frame_length(frame) in (None, len(frame)))
+            if kind_key:
+                if exchange.outcome == "reply":
+                    self.silence.note(kind_key, answered=True)  # type: ignore[union-attr]
+                elif exchange.outcome == "timeout" and not exchange.leftover:
+                    self.silence.note(kind_key, answered=False)  # type: ignore[union-attr]
             if exchange.outcome == "reply":
                 assert exchange.reply is not None
                 verdict = protocol.classify(frame, exchange.reply)
                 kind, detail = verdict.kind, verdict.detail
                 problems: tuple[str, ...] = ()
                 if kind is ReplyKind.NORMAL and index == last:
-                    problems = tuple(protocol.check_request(frame))
+                    problems = tuple(checked)
                     if problems:
                         kind, detail = ReplyKind.SPEC_VIOLATION, "answered normally: " + "; ".join(problems)
                 if kind is ReplyKind.MALFORMED:
@@ -286,7 +332,7 @@ class CaseRunner:
                 return CaseOutcome(ReplyKind.RESET, "connection refused", None, exchange.latency, index)
             framed = protocol.frame_length(frame) in (None, len(frame))
             # a target may also refuse what the specification only advises against (may_reject)
-            problems = tuple(protocol.check_request(frame) + protocol.may_reject(frame))
+            problems = tuple(checked + protocol.may_reject(frame))
             if exchange.outcome == "timeout" and not exchange.leftover:
                 required = protocol.silence_violation(frame)
                 if required:
@@ -316,6 +362,12 @@ class CaseRunner:
                                    allowed)
             return CaseOutcome(kind, exchange.outcome, exchange.leftover or None, exchange.latency, index, problems, framed)
         raise AssertionError("a case has at least one frame")
+
+    def _quiet_room(self) -> bool:
+        """Room for one more quiet park (expired ones are closed first)."""
+        if len(self.quiet) >= self.MAX_QUIET:
+            self._harvest(close_all=False)
+        return len(self.quiet) < self.MAX_QUIET
 
     def _out_of_step(self) -> None:
         """The stream may carry a late or stray answer: a byte stream is replaced (a datagram

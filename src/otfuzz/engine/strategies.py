@@ -393,6 +393,10 @@ class SequenceStrategy(Strategy):
         # fields several request types have, but not all (addresses, object ids, values: not the
         # headers every request carries) tie the steps together
         self.shared = {name: f for name, f in shared.items() if 1 < counts[name] < len(self.steps) and not _pinned(f)}
+        # per template, its field names; and valid steps already built for a set of shared values
+        # (a pure function of both): sequences are the costliest cases to generate
+        self.names = [frozenset(f.name for f in t.message.fields) for t in self.templates]
+        self._steps: dict[tuple[int, tuple[tuple[str, int], ...]], bytes] = {}
 
     def make(self, index: int, rng: random.Random, ctx: Context | None = None) -> Made:
         inner = self.faulty[index % len(self.faulty)]
@@ -425,7 +429,8 @@ class SequenceStrategy(Strategy):
         """The templates of `pool` that carry a shared field (all of `pool` when none does)."""
         if not values:
             return pool
-        tied = [i for i in pool if any(f.name in values for f in self.templates[i].message.fields)]
+        names = self.names
+        tied = [i for i in pool if not names[i].isdisjoint(values)]
         return tied or pool
 
     def _shared_values(self, rng: random.Random) -> dict[str, int]:
@@ -439,16 +444,21 @@ class SequenceStrategy(Strategy):
 
     def _step(self, at: int, values: dict[str, int]) -> bytes:
         """The valid request of template `at` with each shared value that keeps it valid."""
+        names = self.names[at]
+        key = (at, tuple((name, value) for name, value in values.items() if name in names))
+        frame = self._steps.get(key)
+        if frame is not None:
+            return frame
         template = self.templates[at]
-        names = {f.name for f in template.message.fields}
         kept: dict[str, int] = {}
         frame = self.valid[at]
-        for name, value in values.items():
-            if name not in names:
-                continue
+        for name, value in key[1]:
             candidate = template.encode(**{**kept, name: value})
             if not self.protocol.check_request(candidate):
                 kept[name], frame = value, candidate
+        if len(self._steps) >= 4096:
+            self._steps.clear()
+        self._steps[key] = frame
         return frame
 
 

@@ -87,6 +87,18 @@ class Wire:
             meanwhile()
         if not expect_reply:
             return Exchange("timeout", None, 0.0)
+        return await self._await(timeout, start, meanwhile is not None)
+
+    async def wait_more(self, timeout: float, start: float) -> Exchange:
+        """Go on waiting for the reply to the frame sent at perf_counter `start`, sending nothing
+        (a short first wait that ended on part of a reply)."""
+        if self.replies:
+            return Exchange("reply", self.replies.pop(0), self.arrived - start)
+        if self.lost is not None:
+            return Exchange(self.lost, None, time.perf_counter() - start, self.session.leftover())
+        return await self._await(timeout, start, True)
+
+    async def _await(self, timeout: float, start: float, late_arrival: bool) -> Exchange:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bytes | None] = loop.create_future()
         self.waiter = waiter
@@ -98,7 +110,7 @@ class Wire:
             self.waiter = None
         latency = time.perf_counter() - start
         if reply is not None:
-            if meanwhile is not None:
+            if late_arrival:
                 # The reply may have waited while `meanwhile` ran: time it from the data's arrival.
                 latency = min(latency, self.arrived - start) if self.arrived >= start else latency
             return Exchange("reply", reply, latency)
@@ -176,6 +188,10 @@ class Connection:
         """Send one frame and wait for one complete reply, the timeout, or the end of the connection
         (`meanwhile`: see Wire.exchange)."""
         return await self._wire.exchange(frame, timeout, expect_reply, meanwhile)
+
+    async def wait_more(self, timeout: float, start: float) -> Exchange:
+        """Go on waiting for the reply to the last frame (see Wire.wait_more)."""
+        return await self._wire.wait_more(timeout, start)
 
     def late_reply(self) -> tuple[bytes, float] | None:
         """A reply that arrived after its exchange gave up waiting, with its arrival time
