@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from agent_fixtures import ROOT, Agents, otfuzz
+from targets.plants import three_zone_plant
 from targets.servers import free_port, script, start_server, stop_server
 
 from otfuzz.agents.broker import bundle_key, connect, lease_key
@@ -69,28 +69,8 @@ def test_three_zone_plan_runs_on_the_agents_of_each_zone_end_to_end(agents: Agen
                               "--allow-fc", "1,2,3,4", "--mode", "exception", "--leak"], relay_port)
         try:
             system = tmp_path / "system.yaml"
-            system.write_text(textwrap.dedent(f"""
-                version: 1
-                system: Loopback plant in three zones
-                organisation: {{role: asset-owner}}
-                assets:
-                  - {{name: bi, address: 127.0.0.1, type: host-device}}
-                  - {{name: gw, address: 127.0.0.1, type: host-device, services: [{{protocol: iec104, port: {rtu}, options: {{ca: 47}}}}]}}
-                  - {{name: plc, address: 127.0.0.1, type: embedded-device, services: [{{protocol: modbus, port: {plc}}}]}}
-                zones:
-                  - {{name: enterprise, sl_t: [1, 1, 1, 1, 1, 1, 1], assets: [bi]}}
-                  - {{name: supervisory, sl_t: [2, 2, 2, 1, 2, 1, 2], assets: [gw]}}
-                  - {{name: control, sl_t: [2, 2, 3, 1, 3, 1, 3], assets: [plc]}}
-                conduits:
-                  - name: ent-sup
-                    zones: [enterprise, supervisory]
-                    channels: [{{name: reads, protocol: iec104, server: gw, from: enterprise}}]
-                  - name: sup-ctl
-                    zones: [supervisory, control]
-                    channels:
-                      - {{name: polls, protocol: modbus, server: plc, from: supervisory, via: "127.0.0.1:{relay_port}", observe: true,
-                          policy: {{allow: [1, 2, 3, 4]}}}}
-                """).lstrip())
+            system.write_text(three_zone_plant(plc, relay_port, f"{{protocol: iec104, port: {rtu}, options: {{ca: 47}}}}",
+                                               "iec104", "Loopback plant in three zones", "asset-owner"))
             plan = build_plan(load_system(system), duration_s=2, timeout=0.3)
             for entry in plan.entries:
                 if entry.kind == "fuzz":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 from system_fixtures import EXAMPLE, otfuzz, servers, write_system
+from targets.plants import three_zone_plant
 
 from otfuzz.compliance.gap import gap_section
 from otfuzz.compliance.plan import build_plan, load_plan, write_plan
@@ -115,28 +116,7 @@ def test_run_plan_end_to_end_on_loopback_then_resume_reruns_only_what_is_missing
         else:
             scheme, second = "modbus", s.modbus()
             second_service = f"{{protocol: modbus, port: {second}}}"
-        system = write_system(tmp_path, f"""
-            version: 1
-            system: Loopback plant
-            organisation: {{role: integrator}}
-            assets:
-              - {{name: bi, address: 127.0.0.1, type: host-device}}
-              - {{name: gw, address: 127.0.0.1, type: host-device, services: [{second_service}]}}
-              - {{name: plc, address: 127.0.0.1, type: embedded-device, services: [{{protocol: modbus, port: {plc}}}]}}
-            zones:
-              - {{name: enterprise, sl_t: [1, 1, 1, 1, 1, 1, 1], assets: [bi]}}
-              - {{name: supervisory, sl_t: [2, 2, 2, 1, 2, 1, 2], assets: [gw]}}
-              - {{name: control, sl_t: [2, 2, 3, 1, 3, 1, 3], assets: [plc]}}
-            conduits:
-              - name: ent-sup
-                zones: [enterprise, supervisory]
-                channels: [{{name: reads, protocol: {scheme}, server: gw, from: enterprise}}]
-              - name: sup-ctl
-                zones: [supervisory, control]
-                channels:
-                  - {{name: polls, protocol: modbus, server: plc, from: supervisory, via: "127.0.0.1:{relay}", observe: true,
-                      policy: {{allow: [1, 2, 3, 4]}}}}
-            """)
+        system = write_system(tmp_path, three_zone_plant(plc, relay, second_service, scheme))
         made = otfuzz("plan", str(system), "--out", str(tmp_path / "plan.yaml"), "--duration", "1s", "--timeout", "0.3")
         assert made.returncode == 0, made.stderr
         plan = yaml.safe_load((tmp_path / "plan.yaml").read_text())
