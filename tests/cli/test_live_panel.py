@@ -87,3 +87,44 @@ def test_sparkline_scales_latencies_and_leaves_gaps_for_failed_probes() -> None:
 
     assert sparkline([1.0, None, 2.0, 3.0]) == "\u2581 \u2585\u2588"
     assert sparkline([None, None]) == ""
+
+
+def test_run_plan_on_a_terminal_shows_one_bar_per_campaign_and_quiet_prints_only_the_summary(
+        pymodbus_server: tuple[str, int], tmp_path: Path) -> None:
+    import yaml
+
+    from targets.plants import three_zone_plant
+    from targets.servers import free_port, script, start_server, stop_server
+
+    _, plc = pymodbus_server
+    relay_port = free_port()
+    relay = start_server([*script("policy_relay.py"), "--listen", str(relay_port), "--upstream", f"127.0.0.1:{plc}",
+                          "--allow-fc", "1,2,3,4", "--mode", "exception"], relay_port)
+    try:
+        system = tmp_path / "system.yaml"
+        system.write_text(three_zone_plant(plc, relay_port, f"{{protocol: modbus, port: {plc}}}", "modbus"))
+        plan_file = tmp_path / "plan.yaml"
+        made = subprocess.run([*OTFUZZ, "plan", str(system), "--out", str(plan_file), "--duration", "2s", "--timeout", "0.3"],
+                              capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        plan = yaml.safe_load(plan_file.read_text())
+        for entry in plan["entries"]:
+            if entry["kind"] == "fuzz":
+                entry["campaign"] = {"max_cases": 300, "confirm": False}
+        plan_file.write_text(yaml.safe_dump(plan, sort_keys=False))
+        fuzz = [e["id"] for e in plan["entries"] if e["kind"] == "fuzz"]
+        code, out = _under_pty([*OTFUZZ, "run-plan", str(plan_file), "--out", str(tmp_path / "runs")], timeout=120)
+        assert code == 0, out
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
+        assert "\x1b[" in out and "\u2501" in out  # bars drawn in place
+        assert all(entry_id[:28] in text for entry_id in fuzz)
+        assert re.search(r"\b[1-9][\d,]* cases", text), text[-2000:]  # a campaign's live count, not the placeholder
+        last = [line for line in text.replace("\r", "\n").splitlines() if line.strip()][-1]
+        assert last.startswith("plan finished:"), last
+        quiet = subprocess.run([*OTFUZZ, "run-plan", str(plan_file), "--out", str(tmp_path / "quiet"), "--quiet"],
+                               capture_output=True, text=True, timeout=120)
+        assert quiet.returncode == 0, quiet.stderr
+        assert quiet.stdout.splitlines() == [line for line in quiet.stdout.splitlines() if line.startswith("plan finished:")]
+        assert len(quiet.stdout.splitlines()) == 1 and "\x1b" not in quiet.stdout
+    finally:
+        stop_server(relay)

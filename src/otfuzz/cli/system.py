@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ def add_commands(sub: Any) -> None:
     run_plan.add_argument("--out", type=Path, help="folder for the plan's runs (one sub-folder per entry)")
     run_plan.add_argument("--resume", type=Path, metavar="RUNS", help="continue an interrupted run-plan folder")
     run_plan.add_argument("--concurrency", type=int, default=1, help="entries run at once (default 1)")
+    run_plan.add_argument("--quiet", action="store_true", help="print nothing but errors and the summary")
     add_scope_option(run_plan)
     add_tester_options(run_plan, "the plan")
     add_run_plan_options(run_plan)
@@ -149,7 +151,12 @@ def cmd_run_plan(args: argparse.Namespace) -> int:
 
         prepare_run_dir(runs)
     tester = {"operator": args.operator, "organisation": args.organisation, "independence": args.independence}
-    outcomes = run_plan(plan, runs, resume, args.scope, args.concurrency, tester)
+    display = PlanDisplay(plan, quiet=args.quiet)
+    try:
+        outcomes = run_plan(plan, runs, resume, args.scope, args.concurrency, tester, say=display.say,
+                            on_progress=display.progress if display.live else None)
+    finally:
+        display.finish()
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
@@ -161,6 +168,60 @@ def cmd_run_plan(args: argparse.Namespace) -> int:
         print(f"otfuzz: error: {counts.get('failed', 0) + counts.get('error', 0)} entries failed; see {runs}/plan-status.json",
               file=sys.stderr)
     return status
+
+
+_ENTRY_LINE = re.compile(r"^\[\d+/\d+\] (\S+): (\w+)")
+
+
+class PlanDisplay:
+    """run-plan's output: on a terminal, one live bar per campaign with its cases and findings and
+    the entries' lines above them; piped, the lines as they come; with --quiet, nothing."""
+
+    def __init__(self, plan: Any, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.live: Any = None
+        self._tasks: dict[str, Any] = {}
+        if quiet or not sys.stdout.isatty():
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.live = Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.fields[cases]:>9} cases"),
+                             TextColumn("{task.fields[rate]:>7} /s"), TextColumn("{task.fields[findings]}"),
+                             TimeRemainingColumn(), console=Console(file=sys.stdout), auto_refresh=False)
+        for entry in plan.entries:
+            self._tasks[entry.id] = self.live.add_task(entry.id[:28], total=float(entry.duration_s) or None,
+                                                       cases="-", rate="-", findings="waiting")
+        self.live.start()
+
+    def say(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.live is not None:
+            self.live.console.print(text, markup=False, highlight=False)
+            line = _ENTRY_LINE.match(text)  # "[i/n] ENTRY: completed: ..." ends that entry's bar
+            task = self._tasks.get(line.group(1)) if line else None
+            if task is not None and line is not None and line.group(2) not in ("starting", "resuming"):
+                total = self.live.tasks[task].total or 1.0
+                self.live.update(task, total=total, completed=total, findings=line.group(2))
+            self.live.refresh()
+        else:
+            print(text, flush=True)
+
+    def progress(self, entry_id: str, snap: Any) -> None:
+        task = self._tasks.get(entry_id)
+        if self.live is None or task is None:
+            return
+        total = snap.elapsed + snap.remaining if snap.remaining is not None else None
+        found = ", ".join(f"{n} {s}" for s, n in snap.findings.items() if n) or "no findings"
+        self.live.update(task, completed=snap.elapsed, total=total, cases=f"{snap.cases:,}", rate=f"{snap.rate:,.0f}",
+                         findings=found)
+        self.live.refresh()
+
+    def finish(self) -> None:
+        if self.live is not None:
+            self.live.stop()  # the bars stay on screen; the summary follows
+            self.live = None
 
 
 # -- policy-test ----------------------------------------------------------------------------------

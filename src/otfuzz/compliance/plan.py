@@ -550,9 +550,10 @@ class PlanRunner:
 
 
 def run_plan(plan: Plan, runs_dir: Path, resume: bool, scope: Sequence[str] = (), concurrency: int = 1,
-             tester: dict[str, str | None] | None = None, say: Callable[[str], None] | None = None) -> list[EntryOutcome]:
+             tester: dict[str, str | None] | None = None, say: Callable[[str], None] | None = None,
+             on_progress: Callable[[str, Any], None] | None = None) -> list[EntryOutcome]:
     """Check the plan, prepare its folder and run it with Ctrl-C handling (stop, then resume later)."""
-    runner = PlanRunner(plan, runs_dir, scope, concurrency, tester, say)
+    runner = PlanRunner(plan, runs_dir, scope, concurrency, tester, say, on_progress)
     runner.check()
     if not resume:
         runs_dir.mkdir(parents=True, exist_ok=True)
