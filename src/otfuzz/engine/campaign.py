@@ -799,7 +799,9 @@ class Campaign:
         self._history.clear()
         self._answered.clear()
         self._silent = 0
-        if new and self.config.confirm and self._may_investigate():
+        if (new or not (state.tried or state.confirmed)) and self.config.confirm and self._may_investigate():
+            # a finding met while investigation had used its share is tried at its next occurrence,
+            # not left unconfirmed (and so never held back) until the campaign ends
             await self._investigate(state, anomaly_id, time.monotonic() + FINDING_INVESTIGATION_S)
         elif (anomaly.target_level and state.confirmed and evidence is not None and evidence.strong
               and trigger.text not in state.triggers and self.config.confirm and self._may_investigate()):
@@ -920,6 +922,7 @@ class Campaign:
         finding = self.store.finding(state.id)
         if record is None or finding is None:
             return
+        state.tried = True
         started = time.monotonic()
         evidence = TargetEvidence.from_record(record.get("target_evidence"))
         report = evidence.report if evidence is not None and evidence.strong else None

@@ -425,6 +425,7 @@ class FindingState:
     committed: tuple[int, int] = (0, 0)  # (skipped, matched) of cases below the resume point
     faults: dict[str, set[str]] = field(default_factory=dict)  # structural fault -> request types it reached it on
     condition: Condition | None = None  # what its valid trigger needs (no evidence of its own to key it)
+    tried: bool = False  # replayed once while fuzzing (confirmed or not): a deferred one is tried at its next occurrence
 
 
 class FindingBook:
