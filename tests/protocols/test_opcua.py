@@ -511,3 +511,11 @@ def test_pipelined_requests_each_get_their_answer_and_owed_ones_in_a_frame_do_no
     owed, answer = server_message(ua.ReadResponse(), first_id), server_message(ua.ReadResponse(), second_id)
     session.feed(owed + answer)
     assert session.next_reply() == answer and session.next_reply() is None
+
+
+def test_a_clo_or_an_err_ends_the_connection_so_the_next_case_does_not_blame_the_close() -> None:
+    clo = template("close_secure_channel").encode()
+    assert not PROTOCOL.keeps_connection(clo, b"")
+    read = PROTOCOL.probe().frame
+    assert PROTOCOL.keeps_connection(read, b"")
+    assert not PROTOCOL.keeps_connection(read, b"ERRF" + (16).to_bytes(4, "little") + b"\x00" * 8)

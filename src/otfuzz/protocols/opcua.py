@@ -889,6 +889,14 @@ class OPCUA(Protocol):
         messages, rest = parse_messages(frame)
         return bool(rest) or any(m.expects_reply for m in messages)
 
+    def keeps_connection(self, request: bytes, reply: bytes) -> bool:
+        """A CLO ends the secure channel, and a server closes the connection after an ERR (Part 6,
+        7.1.2.4 and 7.1.5): a case after either goes out on a new connection, and the close is no anomaly."""
+        if reply[:3] == b"ERR":
+            return False
+        chunks, _ = split_chunks(request[: 1 << 16])
+        return not any(chunk.kind == CLO for chunk in chunks)
+
     def frame_length(self, frame: bytes) -> int | None:
         chunks, rest = split_chunks(frame)
         return sum(len(c.raw) for c in chunks) if chunks else None
