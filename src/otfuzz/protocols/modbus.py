@@ -85,21 +85,19 @@ class _Decoder:
     def partial_violations(self, data: bytes) -> list[str]:
         """What a truncated request breaks in the fields it still holds whole (a byte count that
         disagrees with its quantity stays a violation when the data after it is cut)."""
-        values = self.message.decode_partial(data)
-        problems = [p for p in (f.violation(values[f.name]) for f in self.limited if f.name in values) if p]
+        return self.violations(self.message.decode_partial(data), partial=True)
+
+    def violations(self, values: Mapping[str, Any], partial: bool = False) -> list[str]:
+        """Field limits and rules; `partial` values skip the fields and rules whose fields were cut off."""
+        limited = [f for f in self.limited if f.name in values] if partial else self.limited
+        problems = [p for p in (f.violation(values[f.name]) for f in limited) if p]
         for rule in self.rules:
             try:
                 problem = rule(values)
-            except KeyError:  # a field it needs was cut off
-                continue
-            if problem:
-                problems.append(problem)
-        return problems
-
-    def violations(self, values: Mapping[str, Any]) -> list[str]:
-        problems = [p for p in (f.violation(values[f.name]) for f in self.limited) if p]
-        for rule in self.rules:
-            problem = rule(values)
+            except KeyError:
+                if not partial:
+                    raise
+                continue  # a field it needs was cut off
             if problem:
                 problems.append(problem)
         return problems
@@ -769,18 +767,12 @@ class ModbusTCP(Protocol):
         problems += func.decoder.violations(values)
         return problems
 
-    @staticmethod
-    def _answered_adu(frame: bytes, reply: bytes) -> bytes:
+    def _answered_adu(self, frame: bytes, reply: bytes) -> bytes:
         """The ADU of `frame` a reply answers: the first one, unless another that followed in the same
         stream carries the reply's transaction id, unit and function code and the first does not (a
         target that drops the first, say for its foreign protocol id, and answers the next is right)."""
-        adus, at = [], 0
-        while at < len(frame):
-            adu = ModbusTCP._first_adu(frame[at:])
-            adus.append(adu)
-            at += len(adu)
-        first = adus[0] if adus else frame
-        if len(adus) < 2 or len(reply) <= HEADER_SIZE:
+        first = self._first_adu(frame)
+        if len(first) == len(frame) or len(reply) <= HEADER_SIZE:
             return first
 
         def answers(adu: bytes) -> bool:
@@ -788,8 +780,14 @@ class ModbusTCP(Protocol):
 
         if answers(first):
             return first
-        same_id = [adu for adu in adus[1:] if adu[:2] == reply[:2]]
-        return next((adu for adu in same_id if answers(adu)), same_id[0] if same_id and first[:2] != reply[:2] else first)
+        later, rest = self.split_messages(frame[len(first):])
+        same_id = [adu for adu in (*later, rest) if adu[:2] == reply[:2]]
+        match = next((adu for adu in same_id if answers(adu)), None)
+        if match is not None:
+            return match
+        if same_id and first[:2] != reply[:2]:
+            return same_id[0]  # only a later one has its transaction id: judged against that one
+        return first
 
     def classify(self, request: bytes, reply: bytes) -> ReplyVerdict:
         request = self._answered_adu(request, reply)

@@ -358,12 +358,17 @@ class MessageType:
             values.update(zip(head.names, head.struct.unpack_from(data, offset)))
             offset += head.struct.size
             fields = fields[len(head.names):]
+        return values, self._decode_fields(fields, data, offset, values)
+
+    @staticmethod
+    def _decode_fields(fields: Sequence[Field], data: bytes, offset: int, values: dict[str, Any]) -> int:
+        """Decode `fields` into `values` from `offset`; on a DecodeError, `values` holds those before it."""
         for f in fields:
             if isinstance(f, Bytes):
                 values[f.name], offset = f.decode(data, offset, values)
             else:
                 values[f.name], offset = f.decode(data, offset)
-        return values, offset
+        return offset
 
     def check(self, data: bytes) -> list[str]:
         """Every way `data` departs from the specification: parse errors, computed fields
@@ -386,15 +391,10 @@ class MessageType:
         """The fields of a truncated message that were whole, in order up to the first cut one: what
         a target that parses field by field has read before it notices the cut."""
         values: dict[str, Any] = {}
-        offset = 0
-        for f in self.fields:
-            try:
-                if isinstance(f, Bytes):
-                    values[f.name], offset = f.decode(data, offset, values)
-                else:
-                    values[f.name], offset = f.decode(data, offset)
-            except (DecodeError, KeyError):
-                break
+        try:
+            self._decode_fields(self.fields, data, 0, values)
+        except (DecodeError, KeyError):
+            pass
         return values
 
     def violations(self, values: Mapping[str, Any]) -> list[str]:
