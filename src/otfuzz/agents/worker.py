@@ -96,6 +96,23 @@ def prepare_agent(broker: str, zone: str, scope: list[str], work: Path, key: Pat
                        public if public is not None and public.is_file() else None)
 
 
+def _agent_pool() -> type:
+    """Celery's solo pool, with its job termination (Celery's cold shutdown, the second Ctrl-C)
+    asking the running campaign to stop cleanly. The solo pool runs the task in the worker's own
+    thread and cannot terminate it: Celery raises NotImplementedError from its signal handler,
+    which lands wherever the campaign happens to be (out of the event loop when it waits, into
+    a callback that swallows it when it is busy), so a stop was a matter of timing."""
+    from celery.concurrency.solo import TaskPool
+
+    class AgentPool(TaskPool):
+        def terminate_job(self, pid: int, signal: Any = None) -> None:
+            agent = getattr(self.app, "otfuzz_agent", None)
+            if agent is not None:
+                agent.stop_entry()
+
+    return AgentPool
+
+
 class Agent:
     """One agent process: its registration, its task, and the Celery worker that runs it."""
 
@@ -103,7 +120,10 @@ class Agent:
         self.config = config
         self.client = connect(config.broker)
         self.app = make_app(config.broker, config.redeliver_after)
+        self.app.conf.worker_pool = _agent_pool()
+        self.app.otfuzz_agent = self
         self.running: dict[str, Any] | None = None
+        self._job: tuple[asyncio.AbstractEventLoop, Any] | None = None  # the running campaign, to stop it
         self.started = time.time()
         self._stop = threading.Event()
         agent = self
@@ -146,7 +166,7 @@ class Agent:
         beat = threading.Thread(target=self._register_loop, name="otfuzz-agent-register", daemon=True)
         beat.start()
         try:
-            self.app.worker_main(["--quiet", "worker", "--pool=solo", f"--queues={zone_queue(c.zone)}", f"--hostname={c.name}@%h",
+            self.app.worker_main(["--quiet", "worker", f"--queues={zone_queue(c.zone)}", f"--hostname={c.name}@%h",
                                   "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING"])
         finally:
             self._stop.set()
@@ -156,6 +176,13 @@ class Agent:
                 pass
 
     # -- one task ------------------------------------------------------------------------------
+
+    def stop_entry(self) -> None:
+        """Ask the running campaign or policy test to stop: it records what it did and ends as
+        interrupted, and the task goes back to the zone's queue (see stopped_mid_entry)."""
+        if self._job is not None:
+            loop, job = self._job
+            loop.call_soon_threadsafe(job.request_stop, f"agent {self.config.name} stopped (cold shutdown)")
 
     def refuse(self, payload: Any, reason: str) -> dict[str, Any]:
         entry = payload.get("entry") if isinstance(payload, dict) else None
@@ -215,10 +242,13 @@ class Agent:
                                                               "rate": round(snap.rate, 1), "anomalies": sum(snap.anomalies.values()),
                                                               "elapsed": round(snap.elapsed, 1), "health": snap.health})
 
+            def on_job(entry_id: str, job: Any) -> None:
+                self._job = (asyncio.get_running_loop(), job)
+
             context = EntryContext(int(payload.get("seed") or 0), dict(payload.get("system") or {}), self.config.scope,
                                    {k: v for k, v in dict(payload.get("tester") or {}).items()
                                     if k in ("operator", "organisation", "independence") and (v is None or isinstance(v, str))},
-                                   on_progress)
+                                   on_progress, on_job)
             self.running = {"plan": plan_key, "entry": entry.id, "since": time.time()}
             lease.start(run_dir)
             say = lambda text: self.config.say(f"agent {self.config.name}: {text}")  # noqa: E731
@@ -241,6 +271,7 @@ class Agent:
             self.client.delete(checkpoint_key(plan_key, entry.id))
             return result
         finally:
+            self._job = None
             lease.stop()
             lease.release()
             self.running = None
