@@ -107,8 +107,13 @@ def test_policy_test_straight_at_cpppo_sees_the_writes_come_through_and_change_t
 
 
 def test_stress_smoke_runs_against_cpppo(tmp_path: Path, enip_server: int, capsys: pytest.CaptureFixture[str]) -> None:
-    status = main(["stress", f"enip://127.0.0.1:{enip_server}", "--profile", "smoke", "--out", str(tmp_path / "run"), "--quiet"])
-    assert status == 0
+    """The pipeline end to end against cpppo. cpppo serves from one Python thread, so on a loaded
+    two-core machine it misses more than the default 1% of cycles under a flood: the thresholds
+    here are the documented options, loose enough that a verdict of fail means otfuzz got it wrong."""
+    loose = ["--max-missed-level1", "40%", "--max-missed-level2", "60%", "--max-outage-level2", "10s"]
+    status = main(["stress", f"enip://127.0.0.1:{enip_server}", "--profile", "smoke", *loose,
+                   "--out", str(tmp_path / "run"), "--quiet"])
+    assert status == 0, capsys.readouterr().out
     doc = load_results(tmp_path / "run")
     flood = [p for p in doc["stress"]["patterns"] if p["group"] == "protocol-flood"][0]
     assert "ListIdentity" in flood["flood"] and flood["steps"][0]["replies"].get("normal", 0) > 10

@@ -80,7 +80,10 @@ def test_opcua_campaign_against_asyncua_keeps_the_session_and_every_target_anoma
             frame = bytes.fromhex(anomaly["reproducer"]["frames_hex"][-1])
             assert _asyncua_decoder_exhausts_memory(frame), (anomaly["class"], anomaly["description"])
         else:
-            assert anomaly["class"] in ("spec-violation", "malformed-reply"), anomaly["class"]
+            # Reply-level only. asyncua decodes in Python on the event loop, so on a loaded machine
+            # (the whole suite on two cores) a reply now and then comes later than the learned
+            # bound: a slow reply is a true observation there, not a lost session.
+            assert anomaly["class"] in ("spec-violation", "malformed-reply", "slow-reply"), anomaly["class"]
             assert anomaly["confirmation"]["status"] in ("confirmed", "not reproduced")
 
 
