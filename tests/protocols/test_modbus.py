@@ -464,6 +464,25 @@ def test_pymodbus_rejections_and_spec_violations_are_classified(pymodbus_server:
 
 
 @pytest.mark.integration
+def test_a_reply_to_a_request_with_trailing_bytes_is_judged_against_the_fields_the_server_read(pymodbus_server: tuple[str, int]) -> None:
+    """pymodbus reads a write's fields and ignores what follows: its echo of those fields is a
+    correct reply (the request's trailing bytes are the request's spec violation, reported as
+    such), while a reply that is no echo of them at all is still malformed."""
+    frames = [adu("06 0003 0007 abcd"), adu("05 0000 ff00 00"), adu("16 0004 00f2 0025 0102 03")]
+    replies = exchange(pymodbus_server, frames)
+    for frame, reply in zip(frames, replies):
+        assert reply is not None and len(reply) < len(frame), frame.hex()
+        assert MODBUS.classify(frame, reply).kind is ReplyKind.NORMAL, (frame.hex(), reply.hex())
+        assert any("trailing bytes" in p for p in MODBUS.check_request(frame)), frame.hex()
+    # cut short: pymodbus answers a whole echo of its own reading, the request's violation again
+    (short,) = exchange(pymodbus_server, [adu("08 000a 00")])
+    assert short is not None and len(short) == len(adu("08 000a 0000"))
+    assert MODBUS.classify(adu("08 000a 00"), short).kind is ReplyKind.NORMAL and MODBUS.check_request(adu("08 000a 00"))
+    wrong = replies[0][:-1] + b"\x08"  # value 8 echoed for 7
+    assert MODBUS.classify(frames[0], wrong).kind is ReplyKind.MALFORMED
+
+
+@pytest.mark.integration
 def test_pymodbus_probe_and_identity(fresh_pymodbus: tuple[str, int]) -> None:
     protocol = ModbusTCP({"unit": "9", "probe_address": "42"})
     probe_reply, identity_reply = exchange(fresh_pymodbus, [protocol.probe().frame, protocol.identify()[0]])
