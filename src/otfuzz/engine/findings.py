@@ -21,8 +21,9 @@ from typing import Any
 
 from otfuzz.protocols.base import Protocol
 
-KEY_FORMAT = 1
-"""Version of the key format below: baselines name it, and refuse keys of another version."""
+KEY_FORMAT = 2
+"""Version of the key format below: baselines name it, and refuse keys of another version.
+2: reply-level findings on requests that break rules are keyed by behaviour (BY_BEHAVIOUR)."""
 
 SEVERITY: Mapping[str, str] = MappingProxyType({
     "crash": "high",
@@ -333,12 +334,21 @@ class TargetEvidence:
         return cls(record.get("signal"), record.get("returncode"), record.get("report"), record.get("excerpt") or "")
 
 
+BY_BEHAVIOUR = frozenset({"spec-violation", "malformed-reply"})
+"""Reply-level classes keyed by behaviour when the request broke a rule: a leniency of a shared
+layer (framing, a common decoder) answers every request type the same way, and each reply
+answers its own request, so the request types it shows on are occurrences of one finding.
+Target-level classes stay keyed by request type: only the target's own evidence (a crash report,
+a stack) proves that two request types reach one fault."""
+
+
 def behaviour(anomaly_class: str, request_type: str, rules: Sequence[str]) -> str:
     """What a finding shows whatever request carries it: its class and rules with the request
-    type's own name blanked. Findings on several request types with one behaviour are often one
-    fault of a shared layer (framing, a common decoder); reports group them, keys do not merge
-    them, since nothing but the target's own evidence could prove that."""
-    words = [rule.replace(request_type, "the request") for rule in rules] if request_type else list(rules)
+    type's own name blanked."""
+    words = list(rules)
+    if request_type:
+        words = [rule.replace(f"the {request_type} request", "the request").replace(request_type, "the request")
+                 for rule in words]
     return f"{anomaly_class}: {'; '.join(sorted(words)) if words else 'valid request'}"
 
 
@@ -364,8 +374,16 @@ def finding_key(protocol: str, anomaly_class: str, trigger: Trigger | None, evid
         return "|".join([*parts, f"evidence: {evidence.report}"])
     if evidence is not None and evidence.exit_text:
         parts.append(evidence.exit_text)
-    parts.append(trigger.text if trigger is not None else "unknown trigger")
+    if trigger is not None and trigger.rules and anomaly_class in BY_BEHAVIOUR:
+        parts.append(f"any request|{behaviour(anomaly_class, trigger.request_type, trigger.rules).partition(': ')[2]}")
+    else:
+        parts.append(trigger.text if trigger is not None else "unknown trigger")
     return "|".join(parts)
+
+
+def request_types(triggers: Iterable[str]) -> list[str]:
+    """The request types a finding was met on, from its triggers (structural faults aside)."""
+    return sorted({Trigger.parse(t).request_type for t in triggers if not t.startswith(FAULT_TRIGGER)})
 
 
 # -- plain words --------------------------------------------------------------------------------

@@ -249,6 +249,7 @@ def _finding(f: dict[str, Any], against: Mapping[Any, list[str]], anomalies: Map
         "id": f.get("id", "?"), "severity": str(f.get("severity", "medium")), "title": f.get("title", ""),
         "behaviour": str(f.get("behaviour", f.get("class", ""))),
         "class": f.get("class", "?"), "key": f.get("key", ""), "request_type": f.get("request_type", ""),
+        "request_types": [str(t) for t in f.get("request_types") or [] if t],
         "violated_rules": list(f.get("violated_rules") or []), "occurrences": f.get("occurrences", 0),
         "first_case_id": f.get("first_case_id"), "last_case_id": f.get("last_case_id"),
         "first_seen": f.get("first_seen") or "", "last_seen": f.get("last_seen") or "",

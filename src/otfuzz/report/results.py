@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from otfuzz import __version__
-from otfuzz.engine.findings import behaviour_of
+from otfuzz.engine.findings import behaviour_of, request_types
 from otfuzz.errors import OtfuzzError
 from otfuzz.store.evidence import EvidenceStore
 
@@ -104,6 +104,7 @@ def _findings(store: EvidenceStore, anomalies: list[dict[str, Any]]) -> list[dic
         finding["occurrences_confirmed"] = statuses.count("confirmed")
         finding.setdefault("severity", "medium")
         finding["behaviour"] = behaviour_of(finding)
+        finding["request_types"] = request_types(finding.get("triggers") or []) or [str(finding.get("request_type") or "")]
         finding.setdefault("confirmation", {"status": "not tried"})
         finding["known"] = bool(finding.get("known", False))
         out.append(finding)
