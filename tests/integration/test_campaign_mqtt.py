@@ -178,7 +178,8 @@ def test_read_only_campaign_publishes_nothing_and_leaves_retained_messages_uncha
     probes = Watcher(plant_broker, b"$otfuzz/#").start()
     try:
         status = main(["run", f"mqtt://{HOST}:{plant_broker}?version={version_option}", "--cases", "600", "--seed", "4",
-                       "--read-only", "--out", str(tmp_path / "r"), "--quiet", "--probe-interval", "0.2", "--no-confirm"])
+                       "--read-only", "--out", str(tmp_path / "r"), "--quiet", "--probe-interval", "0.2", "--no-confirm",
+                       "--recovery-timeout", "2"])  # a valid request left unanswered: waited for 2 s, not 10
     finally:
         everything.close()
         probes.close()

@@ -67,7 +67,8 @@ def _asyncua_decoder_exhausts_memory(frame: bytes) -> bool:
 
 def test_opcua_campaign_against_asyncua_keeps_the_session_and_every_target_anomaly_is_the_pinned_bug(tmp_path: Path) -> None:
     port = free_port()
-    doc = _campaign(tmp_path, port, 400, "--target-cmd", shlex.join(_server(port)))
+    # a valid request left unanswered (the server dropped the session) is waited for 4 s, not 10
+    doc = _campaign(tmp_path, port, 400, "--target-cmd", shlex.join(_server(port)), "--recovery-timeout", "4")
     assert doc["totals"]["cases"] == 400
     assert doc["totals"]["replies"].get("normal", 0) > 30  # channel, token, sequence numbers and session kept right
     assert "ActivateSession" in doc["liveness"]["method"]
@@ -103,7 +104,8 @@ def test_a_read_only_campaign_leaves_every_value_unchanged(tmp_path: Path) -> No
     proc = start_server(_server(port), port)
     try:
         before = _values(port)
-        doc = _campaign(tmp_path, port, 300, "--read-only")
+        # what is sent, not what it finds; a valid request left unanswered waits 2 s, not 10
+        doc = _campaign(tmp_path, port, 300, "--read-only", "--no-confirm", "--recovery-timeout", "2")
         assert doc["totals"]["cases"] == 300 and doc["totals"]["replies"].get("normal", 0) > 20
         assert _values(port) == before == [21.5, 7, 0.0]
     finally:

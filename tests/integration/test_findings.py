@@ -161,7 +161,7 @@ def test_confirmed_findings_are_held_back_and_the_skipped_cases_recorded(tmp_pat
     port = free_port()
     run = tmp_path / "run"
     command = shlex.join([sys.executable, str(TARGETS / "faulty_modbus.py"), "--port", str(port), "--fault", "crash:4"])
-    assert main(["run", f"modbus://127.0.0.1:{port}", "--cases", "20000", "--seed", "2", "--out", str(run), "--quiet",
+    assert main(["run", f"modbus://127.0.0.1:{port}", "--cases", "12000", "--seed", "2", "--out", str(run), "--quiet",
                  "--target-cmd", command, "--probe-deadline", "0.5", "--minimise-budget", "24"]) == 0
     doc = load_results(run)
     generator = CaseGenerator(ModbusTCP(), 2)
@@ -171,8 +171,13 @@ def test_confirmed_findings_are_held_back_and_the_skipped_cases_recorded(tmp_pat
     assert finding["confirmation"]["status"] == "confirmed" and finding["violated_rules"] == []
     assert finding["suppressed_cases"] > 0
     assert doc["totals"]["replies"]["suppressed"] == finding["suppressed_cases"]
+    # held back: about one matching case in fifty still goes out, so a restart costs little of the
+    # rest of the run (a restart takes a second or more on a loaded machine, so the time share is
+    # loose and the count is the exact check)
     after = doc["campaign"]["elapsed_s"] - finding["confirmed_elapsed_s"]
-    assert doc["totals"]["known_finding_s"] < 0.10 * after, (doc["totals"]["known_finding_s"], after)
+    late = [a for a in doc["anomalies"] if a["elapsed_s"] > finding["confirmed_elapsed_s"]]
+    assert len(late) <= finding["suppressed_cases"] / 40 + 2, (len(late), finding["suppressed_cases"])
+    assert doc["totals"]["known_finding_s"] < 0.25 * after, (doc["totals"]["known_finding_s"], after)
 
 
 def test_a_baseline_passes_a_known_target_and_fails_on_the_new_defect_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -181,7 +186,7 @@ def test_a_baseline_passes_a_known_target_and_fails_on_the_new_defect_only(tmp_p
     assert status == 0
     baseline = tmp_path / "known.yaml"
     assert main(["findings", str(first), "--save-baseline", str(baseline)]) == 0
-    assert "key_format: 1" in baseline.read_text()
+    assert "key_format: 2" in baseline.read_text()
     capsys.readouterr()
     status, _ = _run(tmp_path, "again", known, 800, "--baseline", str(baseline))
     assert status == 0 and "no new findings" in capsys.readouterr().out
@@ -238,14 +243,14 @@ def test_resume_keeps_findings_keys_and_suppression(tmp_path: Path) -> None:
         counts = store.suppression_counts()
         return bool(counts) and max(s for s, _ in counts.values()) > 5
 
-    interrupt_when(["run", f"modbus://127.0.0.1:{port}", "--cases", "30000", "--seed", "2", "--out", str(run), "--quiet",
+    interrupt_when(["run", f"modbus://127.0.0.1:{port}", "--cases", "15000", "--seed", "2", "--out", str(run), "--quiet",
                     "--target-cmd", command, "--probe-deadline", "0.5", "--minimise-budget", "24"], run, held)
     before = load_results(run)
     [finding] = before["findings"]
-    assert main(["run", "--resume", str(run), "--quiet"]) == 0  # to the end: 30000 cases, most fc 4 ones held back
+    assert main(["run", "--resume", str(run), "--quiet"]) == 0  # to the end: 15000 cases, most fc 4 ones held back
     after = load_results(run)
     [resumed] = after["findings"]
     assert resumed["id"] == finding["id"] and resumed["key"] == finding["key"]
     assert resumed["suppressed_cases"] > finding["suppressed_cases"]
-    assert after["totals"]["cases"] == 30000
-    assert resumed["occurrences"] < 30000 / 20 / 25  # one in 50 matches still sent, never a restart storm
+    assert after["totals"]["cases"] == 15000
+    assert resumed["occurrences"] < 15000 / 20 / 25  # one in 50 matches still sent, never a restart storm
