@@ -8,9 +8,14 @@ any write-multiple whose byte count disagrees with its quantity, a hang on any t
 a slow reply on every read-input-registers request, a malformed reply on every
 read-discrete-inputs request. otfuzz starts and restarts it (--target-cmd).
 
+With --healthy, the same campaign against a plain pymodbus server instead: no defect is
+planted, so every finding is one of pymodbus's own leniencies (it acts on out-of-spec input, or
+answers some requests oddly); the figures are how many findings, how many behaviours and how
+many request types each finding covers (one leniency of a shared layer should be one finding).
+
 Prints figures; asserts nothing (benchmarks are not tests). Bounded by --seconds per run.
 
-    .venv/bin/python bench/findings.py [--seconds 120] [--seeds 1,2,3]
+    .venv/bin/python bench/findings.py [--seconds 120] [--seeds 1,2,3] [--healthy]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import shlex
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -54,6 +60,25 @@ def campaign(seconds: float, seed: int, work: Path) -> dict:
     return load_results(run)
 
 
+def healthy_campaign(seconds: float, seed: int, work: Path) -> dict:
+    port = free_port()
+    server = [sys.executable, str(TARGETS / "pymodbus_server.py"), "--port", str(port)]
+    run = work / f"healthy-{seed}"
+    otfuzz_main(["run", f"modbus://127.0.0.1:{port}", "--duration", f"{seconds}s", "--seed", str(seed), "--out", str(run),
+                 "--quiet", "--target-cmd", shlex.join(server), "--confirm-time", "60"])
+    return load_results(run)
+
+
+def healthy_figures(doc: dict) -> str:
+    findings = doc["findings"]
+    by_class = Counter(f["class"] for f in findings)
+    spread = sorted((len(f.get("request_types") or []) for f in findings), reverse=True)
+    return (f"{len(findings)} findings ({dict(by_class)}) showing {len({f['behaviour'] for f in findings})} behaviours, "
+            f"from {len(doc['anomalies'])} anomalies in {doc['totals']['cases']} cases; "
+            f"request types per finding, largest first: {spread[:8]}; "
+            f"{sum(1 for f in findings if f['confirmation']['status'] == 'confirmed')} confirmed by replay")
+
+
 def figures(doc: dict) -> dict:
     findings = doc["findings"]
     matched = {name: [f for f in findings if test(f)] for name, (_, test) in PLANTED.items()}
@@ -84,9 +109,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=120.0, help="campaign length per seed (default 120)")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated seeds (default 1,2,3)")
+    parser.add_argument("--healthy", action="store_true", help="against plain pymodbus: no planted defect")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="otfuzz-bench-findings-") as tmp:
         for seed in (int(s) for s in args.seeds.split(",")):
+            if args.healthy:
+                print(f"seed {seed}, healthy pymodbus: {healthy_figures(healthy_campaign(args.seconds, seed, Path(tmp)))}")
+                continue
             f = figures(campaign(args.seconds, seed, Path(tmp)))
             last = "n/a" if f["last_first_occurrence_s"] is None else f"{f['last_first_occurrence_s']:.1f} s"
             print(f"seed {seed}: {f['planted']} planted defects, {f['reported']} reported as findings "
