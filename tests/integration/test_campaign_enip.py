@@ -131,3 +131,31 @@ def test_protocols_lists_the_scheme_and_its_options(capsys: pytest.CaptureFixtur
     assert main(["protocols"]) == 0
     out = capsys.readouterr().out
     assert "enip" in out and "?route=" in out and "?tag=SCADA" in out
+
+
+def test_a_close_after_a_nop_that_the_next_request_found_out_is_blamed_on_the_nop(enip_server: int) -> None:
+    """cpppo closes the connection after a NOP it never answers. With case waits too short to see
+    the close (a loaded machine), the read after the NOP is what meets it; the replay waits long
+    enough on each frame to see who closed, so the finding is confirmed and its minimised
+    reproducer is the NOP alone, not NOP then read (which would be labelled a valid read)."""
+    from otfuzz.engine.cases import TestCase
+    from otfuzz.engine.executor import CaseRunner
+    from otfuzz.engine.investigate import Investigator
+    from otfuzz.monitor.anomaly import AnomalyClass
+    from otfuzz.monitor.probe import HealthProbe
+
+    nop = bytes(24)  # encapsulation command 0, no data
+    read = next(t for t in PROTOCOL.templates() if t.name == "read_tag").encode()
+
+    def runner() -> CaseRunner:
+        return CaseRunner(PROTOCOL, "127.0.0.1", enip_server, timeout=0.0005, silence_timeout=0.0005)
+
+    async def run() -> dict:
+        investigator = Investigator(PROTOCOL, HealthProbe(PROTOCOL, "127.0.0.1", enip_server, 1.0), runner, None,
+                                    recovery_timeout=3.0, minimise_budget=8, log=lambda kind, detail: None)
+        history = [TestCase(1, "boundary", (nop,), "nop", "a NOP"), TestCase(2, "boundary", (read,), "read_tag", "a read")]
+        return await investigator.confirm_and_minimise(AnomalyClass.CONNECTION_RESET, history)
+
+    result = asyncio.run(asyncio.wait_for(run(), timeout=60))
+    assert result["reproducible"] is True
+    assert result["reproducer"]["frames_hex"] == [nop.hex()], result["reproducer"]

@@ -28,6 +28,10 @@ from otfuzz.protocols.base import Protocol, ReplyKind
 
 ANSWERED = (ReplyKind.NORMAL, ReplyKind.EXCEPTION, ReplyKind.SPEC_VIOLATION)
 STALL_SHARE = 0.5
+RESET_WAIT = 0.5
+"""Seconds each frame waits for its answer when a connection reset is replayed: long enough
+that a peer which closes after a frame it never answers (cpppo after a NOP) is seen closing
+on that frame, not found out by the next one, which the reproducer would then blame."""
 """A probe answered after this share of its deadline, then prompt ones: a hang, not degradation."""
 STACKS_AFTER = 0.1
 """A first probe unanswered after this share of its deadline has the target's stacks taken."""
@@ -41,6 +45,10 @@ class Diagnosis:
     recovered: bool = True
     note: str = ""
     evidence: TargetEvidence | None = None  # what the target process itself showed
+
+
+def _dropped_after_valid(outcome: CaseOutcome) -> bool:
+    return outcome.kind in (ReplyKind.RESET, ReplyKind.CLOSED) and outcome.request_valid
 
 
 def exit_evidence(info: ExitInfo) -> TargetEvidence:
@@ -204,10 +212,14 @@ class Investigator:
         runner.grace = 0.0
         if expected is AnomalyClass.SLOW_REPLY:
             runner.timeout = runner.silence_timeout = max(self.grace, self.slow_threshold * 2)
+        if expected is AnomalyClass.CONNECTION_RESET:
+            runner.timeout = runner.silence_timeout = max(runner.timeout, RESET_WAIT)
         outcome: CaseOutcome | None = None
         try:
             for frames in frame_groups:
                 outcome = await runner.run_frames(tuple(frames))
+                if expected is AnomalyClass.CONNECTION_RESET and _dropped_after_valid(outcome):
+                    return True  # the first valid request the peer drops the connection on is the trigger
         finally:
             runner.drop()
         if outcome is None:
@@ -218,7 +230,7 @@ class Investigator:
             after = await self.probe.check()  # slow while the probe is not: the request, not the target
             return after.ok and after.reason == "ok"
         if expected is AnomalyClass.CONNECTION_RESET:
-            return outcome.kind in (ReplyKind.RESET, ReplyKind.CLOSED) and outcome.request_valid
+            return False  # no frame was dropped (see the loop)
         if not expected.target_level:
             return REPLY_CANDIDATES.get(outcome.kind) is expected
         if expected is AnomalyClass.CRASH:
