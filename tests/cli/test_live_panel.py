@@ -119,6 +119,8 @@ def test_run_plan_on_a_terminal_shows_one_bar_per_campaign_and_quiet_prints_only
         assert "\x1b[" in out and "\u2501" in out  # bars drawn in place
         assert all(entry_id[:28] in text for entry_id in fuzz)
         assert re.search(r"\b[1-9][\d,]* cases", text), text[-2000:]  # a campaign's live count, not the placeholder
+        for entry_id in fuzz:  # each bar ends full, with how its entry ended
+            assert re.search(re.escape(entry_id[:28]) + r"\s*\u2501+ .*cases .*completed", text), text[-2000:]
         last = [line for line in text.replace("\r", "\n").splitlines() if line.strip()][-1]
         assert last.startswith("plan finished:"), last
         quiet = subprocess.run([*OTFUZZ, "run-plan", str(plan_file), "--out", str(tmp_path / "quiet"), "--quiet"],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -154,7 +153,7 @@ def cmd_run_plan(args: argparse.Namespace) -> int:
     display = PlanDisplay(plan, quiet=args.quiet)
     try:
         outcomes = run_plan(plan, runs, resume, args.scope, args.concurrency, tester, say=display.say,
-                            on_progress=display.progress if display.live else None)
+                            on_progress=display.progress if display.live else None, on_done=display.done)
     finally:
         display.finish()
     counts: dict[str, int] = {}
@@ -168,9 +167,6 @@ def cmd_run_plan(args: argparse.Namespace) -> int:
         print(f"otfuzz: error: {counts.get('failed', 0) + counts.get('error', 0)} entries failed; see {runs}/plan-status.json",
               file=sys.stderr)
     return status
-
-
-_ENTRY_LINE = re.compile(r"^\[\d+/\d+\] (\S+): (\w+)")
 
 
 class PlanDisplay:
@@ -199,14 +195,18 @@ class PlanDisplay:
             return
         if self.live is not None:
             self.live.console.print(text, markup=False, highlight=False)
-            line = _ENTRY_LINE.match(text)  # "[i/n] ENTRY: completed: ..." ends that entry's bar
-            task = self._tasks.get(line.group(1)) if line else None
-            if task is not None and line is not None and line.group(2) not in ("starting", "resuming"):
-                total = self.live.tasks[task].total or 1.0
-                self.live.update(task, total=total, completed=total, findings=line.group(2))
             self.live.refresh()
         else:
             print(text, flush=True)
+
+    def done(self, outcome: Any) -> None:
+        """An entry ended: its bar is full and shows how it ended."""
+        task = self._tasks.get(outcome.id)
+        if self.live is None or task is None:
+            return
+        total = self.live.tasks[task].total or 1.0
+        self.live.update(task, total=total, completed=total, findings=outcome.status)
+        self.live.refresh()
 
     def progress(self, entry_id: str, snap: Any) -> None:
         task = self._tasks.get(entry_id)

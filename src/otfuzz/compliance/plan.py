@@ -498,7 +498,8 @@ class PlanRunner:
 
     def __init__(self, plan: Plan, runs_dir: Path, scope: Sequence[str] = (), concurrency: int = 1,
                  tester: dict[str, str | None] | None = None, say: Callable[[str], None] | None = None,
-                 on_progress: Callable[[str, Any], None] | None = None) -> None:
+                 on_progress: Callable[[str, Any], None] | None = None,
+                 on_done: Callable[[EntryOutcome], None] | None = None) -> None:
         if not 1 <= concurrency <= 16:
             raise OtfuzzError(f"--concurrency must be from 1 to 16, got {concurrency}")
         self.plan = plan
@@ -508,6 +509,7 @@ class PlanRunner:
         self.tester = tester or {}
         self.say = say or (lambda text: print(text, flush=True))
         self.on_progress = on_progress
+        self.on_done = on_done
         self.stop_requested = False
         self._running: dict[str, Any] = {}
 
@@ -533,6 +535,8 @@ class PlanRunner:
                 outcome = await self._run_entry(index, entry)
                 outcomes[entry.id] = outcome
                 write_status(self.runs_dir, self.plan, outcomes)
+                if self.on_done is not None:
+                    self.on_done(outcome)
 
         await asyncio.gather(*(one(i, e) for i, e in enumerate(self.plan.entries, start=1)))
         ordered = [outcomes[e.id] for e in self.plan.entries]
@@ -551,9 +555,10 @@ class PlanRunner:
 
 def run_plan(plan: Plan, runs_dir: Path, resume: bool, scope: Sequence[str] = (), concurrency: int = 1,
              tester: dict[str, str | None] | None = None, say: Callable[[str], None] | None = None,
-             on_progress: Callable[[str, Any], None] | None = None) -> list[EntryOutcome]:
+             on_progress: Callable[[str, Any], None] | None = None,
+             on_done: Callable[[EntryOutcome], None] | None = None) -> list[EntryOutcome]:
     """Check the plan, prepare its folder and run it with Ctrl-C handling (stop, then resume later)."""
-    runner = PlanRunner(plan, runs_dir, scope, concurrency, tester, say, on_progress)
+    runner = PlanRunner(plan, runs_dir, scope, concurrency, tester, say, on_progress, on_done)
     runner.check()
     if not resume:
         runs_dir.mkdir(parents=True, exist_ok=True)
