@@ -38,3 +38,21 @@ def test_ddmin_stops_at_the_budget_with_a_still_reproducing_input() -> None:
     result, trials = _run(ddmin(list(range(1000)), reproduces, budget=5))
     assert trials == 5 and len(calls) == 5
     assert 0 in result and len(result) < 1000
+
+
+def test_a_false_no_on_a_real_device_costs_a_recheck_not_a_frame() -> None:
+    """The first trial of [write, read] fails for a reason of its own (a slow restart): plain ddmin
+    keeps the frame the defect does not need; the recheck of each single removal drops it."""
+    asked: list[list[str]] = []
+
+    async def reproduces(items: list[str]) -> bool:
+        asked.append(items)
+        if items == ["write", "read"] and asked.count(items) == 1:
+            return False
+        return "write" in items and "read" in items and items.index("write") < items.index("read")
+
+    frames = ["write", "coil", "read"]
+    assert _run(ddmin(frames, reproduces, budget=50))[0] == frames
+    asked.clear()
+    result, trials = _run(ddmin(frames, reproduces, budget=50, recheck=True))
+    assert result == ["write", "read"] and trials <= 10

@@ -303,7 +303,7 @@ class Investigator:
             await self.restore()  # only reproduces with the frames grouped into their cases
             return result(True, sequence, frames, False)
         if len(frames) > 1 and budget > 0:
-            frames, used = await ddmin(frames, frames_reproduce, budget)
+            frames, used = await ddmin(frames, frames_reproduce, budget, recheck=True)
             trials += used
             budget -= used
         prefix, final = frames[:-1], frames[-1]

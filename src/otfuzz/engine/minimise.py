@@ -17,11 +17,33 @@ from otfuzz.protocols.model import Checksum, Length, UInt
 T = TypeVar("T")
 
 
-async def ddmin(items: Sequence[T], reproduces: Callable[[list[T]], Awaitable[bool]], budget: int) -> tuple[list[T], int]:
+async def ddmin(items: Sequence[T], reproduces: Callable[[list[T]], Awaitable[bool]], budget: int,
+                recheck: bool = False) -> tuple[list[T], int]:
     """Shrink `items` to a 1-minimal subsequence for which `reproduces` holds.
 
-    `items` itself is assumed to reproduce. Returns (smallest found, trials used).
+    `items` itself is assumed to reproduce. Returns (smallest found, trials used). With `recheck`,
+    each single removal from the result is tried once more: a trial on a real device can fail
+    for a reason of its own (a slow restart on a loaded machine), and one false "does not
+    reproduce" keeps an item the defect does not need, such as a frame that then labels the
+    finding by the wrong request.
     """
+    current, trials = await _ddmin(items, reproduces, budget)
+    while recheck and len(current) >= 2 and trials < budget:
+        for i in range(len(current)):
+            if trials >= budget:
+                return current, trials
+            trials += 1
+            candidate = current[:i] + current[i + 1:]
+            if await reproduces(candidate):
+                current, used = await _ddmin(candidate, reproduces, budget - trials)
+                trials += used
+                break
+        else:
+            break
+    return current, trials
+
+
+async def _ddmin(items: Sequence[T], reproduces: Callable[[list[T]], Awaitable[bool]], budget: int) -> tuple[list[T], int]:
     current = list(items)
     granularity = 2
     trials = 0
