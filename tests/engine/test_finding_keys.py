@@ -9,11 +9,13 @@ from otfuzz.engine.findings import (
     FrameValues,
     TargetEvidence,
     Trigger,
+    behaviour,
     blank_values,
     crash_report,
     fault_trigger,
     finding_key,
     finding_title,
+    request_types,
     stack_evidence,
     trigger_of,
 )
@@ -48,6 +50,22 @@ def test_stacks_of_a_hung_target_name_where_it_is_stuck_and_idle_threads_say_not
             {"frames": [{"name": "EpollSelector.select", "short_filename": "selectors.py", "filename": "/usr/lib/python3.11/selectors.py"}]}]
     assert stack_evidence(busy) == "stuck in srv.py:wait_for_rest < srv.py:handle"
     assert stack_evidence(busy[1:]) is None
+
+
+def test_a_reply_level_leniency_is_one_key_whatever_request_type_shows_it() -> None:
+    """Trailing bytes accepted by a shared framer: one finding for every request type; a valid
+    request answered oddly, and anything target-level, stay per request type."""
+    coil = Trigger("write_single_coil", ("# trailing bytes after the write_single_coil request",))
+    register = Trigger("write_single_register", ("# trailing bytes after the write_single_register request",))
+    for cls in ("spec-violation", "malformed-reply"):
+        assert finding_key("modbus", cls, coil, None) == finding_key("modbus", cls, register, None)
+        assert finding_key("modbus", cls, coil, None) == f"modbus|{cls}|any request|# trailing bytes after the request"
+    assert finding_key("modbus", "spec-violation", coil, None) != finding_key("modbus", "malformed-reply", coil, None)
+    valid = [Trigger(t, ()) for t in ("read_coils", "read_file_record")]
+    assert finding_key("modbus", "malformed-reply", valid[0], None) != finding_key("modbus", "malformed-reply", valid[1], None)
+    assert finding_key("modbus", "crash", coil, None) != finding_key("modbus", "crash", register, None)
+    assert behaviour("spec-violation", coil.request_type, coil.rules) == "spec-violation: # trailing bytes after the request"
+    assert request_types([coil.text, register.text, "structural fault|a cut frame"]) == ["write_single_coil", "write_single_register"]
 
 
 def test_keys_use_strong_evidence_alone_and_otherwise_what_the_request_breaks() -> None:

@@ -136,6 +136,10 @@ def test_many_occurrences_are_one_finding_with_a_row_per_anomaly() -> None:
     assert printed.count('<tr id="anomaly-') == 200 and "all 250 are in the HTML and JSON reports" in printed
     assert printed.count("... (100 bytes)") >= 200  # cut in print
     assert "250 occurrences" in words  # the matrix counts occurrences, cites the finding
+    assert "request types)" not in words  # one request type: named as such
+    results["findings"][1]["request_types"] = ["read_coils", "write_single_coil", "write_single_register"]
+    words = " ".join(render_html(results, evidence).split())
+    assert "(on 3 request types)" in words and "request types read_coils, write_single_coil, write_single_register" in words
 
 
 def test_the_search_section_shows_pairwise_coverage_least_covered_first_and_the_corpus_chart() -> None:
