@@ -830,16 +830,18 @@ class ModbusTCP(Protocol):
         except DecodeError:
             values, end = None, len(request)
         fault = func.check_reply(func, values, request, reply)
+        judged = request
         if fault is not None and end < len(request):
             # Trailing bytes: a lenient server may read the request's fields and ignore the rest
             # (the request's spec violation, reported as such); a reply that answers what it read
             # is a correct reply to that.
             read = request[:4] + (end - 6).to_bytes(2, "big") + request[6:end]
-            if func.check_reply(func, values, read, reply) is None:
-                fault = None
+            again = func.check_reply(func, values, read, reply)
+            if again is None or again.content_only:
+                fault, judged = again, read  # the right shape for what it read; its content is judged below
         if fault is None:
             return ReplyVerdict(ReplyKind.NORMAL, func.title)
-        if fault.content_only and self.check_request(request):
+        if fault.content_only and self.check_request(judged):
             # The request was invalid and the target acted on it anyway: the engine reports the
             # spec violation; calling the reply malformed would hide that.
             return ReplyVerdict(ReplyKind.NORMAL, fault.text)
