@@ -36,7 +36,9 @@ def test_run_page_counts_cases_and_shows_new_findings_live_without_reload(live_r
     page.wait_for_selector("#runs tr[data-run='live']")
     assert page.inner_text("#runs tr[data-run='live'] td:nth-child(5)") == "modbus"
     page.click("#runs tr[data-run='live'] a")
-    page.wait_for_url("**/run/live")
+    # the new document, not its load event: the charts load beside a live campaign and another
+    # test worker, and are waited for below
+    page.wait_for_url("**/run/live", wait_until="commit")
     page.evaluate("window.__same_document = true")  # gone if the page reloaded
     page.wait_for_function("() => document.getElementById('live').textContent === 'live'")
     first = int(page.inner_text("#cases"))
@@ -51,7 +53,7 @@ def test_run_page_counts_cases_and_shows_new_findings_live_without_reload(live_r
     assert page.evaluate("window.__same_document") is True
     assert int(page.get_attribute("body", "data-updates") or 0) >= 2
     for chart in ("rate", "latency", "replies"):  # server-drawn SVG images that loaded
-        assert page.evaluate(f"document.querySelector('img[data-chart={chart}]').naturalWidth") > 0
+        page.wait_for_function(f"() => document.querySelector('img[data-chart={chart}]')?.naturalWidth > 0", timeout=30000)
     page.close()
     assert errors == []
 
