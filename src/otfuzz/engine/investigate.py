@@ -28,13 +28,13 @@ from otfuzz.protocols.base import Protocol, ReplyKind
 
 ANSWERED = (ReplyKind.NORMAL, ReplyKind.EXCEPTION, ReplyKind.SPEC_VIOLATION)
 STALL_SHARE = 0.5
+"""A probe answered after this share of its deadline, then prompt ones: a hang, not degradation."""
+STACKS_AFTER = 0.1
+"""A first probe unanswered after this share of its deadline has the target's stacks taken."""
 RESET_WAIT = 0.5
 """Seconds each frame waits for its answer when a connection reset is replayed: long enough
 that a peer which closes after a frame it never answers (cpppo after a NOP) is seen closing
 on that frame, not found out by the next one, which the reproducer would then blame."""
-"""A probe answered after this share of its deadline, then prompt ones: a hang, not degradation."""
-STACKS_AFTER = 0.1
-"""A first probe unanswered after this share of its deadline has the target's stacks taken."""
 
 
 @dataclass
