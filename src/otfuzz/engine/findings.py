@@ -342,14 +342,19 @@ Target-level classes stay keyed by request type: only the target's own evidence 
 a stack) proves that two request types reach one fault."""
 
 
-def behaviour(anomaly_class: str, request_type: str, rules: Sequence[str]) -> str:
-    """What a finding shows whatever request carries it: its class and rules with the request
-    type's own name blanked."""
+def _any_request(request_type: str, rules: Sequence[str]) -> str:
+    """The rules with the request type's own name blanked, sorted and joined."""
     words = list(rules)
     if request_type:
         words = [rule.replace(f"the {request_type} request", "the request").replace(request_type, "the request")
                  for rule in words]
-    return f"{anomaly_class}: {'; '.join(sorted(words)) if words else 'valid request'}"
+    return "; ".join(sorted(words)) if words else "valid request"
+
+
+def behaviour(anomaly_class: str, request_type: str, rules: Sequence[str]) -> str:
+    """What a finding shows whatever request carries it: its class and rules with the request
+    type's own name blanked."""
+    return f"{anomaly_class}: {_any_request(request_type, rules)}"
 
 
 def behaviour_of(finding: Mapping[str, Any]) -> str:
@@ -375,7 +380,7 @@ def finding_key(protocol: str, anomaly_class: str, trigger: Trigger | None, evid
     if evidence is not None and evidence.exit_text:
         parts.append(evidence.exit_text)
     if trigger is not None and trigger.rules and anomaly_class in BY_BEHAVIOUR:
-        parts.append(f"any request|{behaviour(anomaly_class, trigger.request_type, trigger.rules).partition(': ')[2]}")
+        parts.append(f"any request|{_any_request(trigger.request_type, trigger.rules)}")
     else:
         parts.append(trigger.text if trigger is not None else "unknown trigger")
     return "|".join(parts)

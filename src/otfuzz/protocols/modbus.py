@@ -333,6 +333,11 @@ def _reply_echo(func: _Function, request: Mapping[str, Any] | None, req: bytes, 
     return _Fault(f"{func.title} reply does not echo the request ({reply[8:].hex()} vs {req[8:].hex()})", content_only=True)
 
 
+def _with_length(data: bytes) -> bytes:
+    """`data` with its MBAP length field made to count the bytes after it."""
+    return data[:4] + (len(data) - 6).to_bytes(2, "big") + data[6:]
+
+
 def _whole(func: _Function, frame: bytes) -> bool:
     try:
         func.decoder.decode(frame)
@@ -692,9 +697,6 @@ class ModbusTCP(Protocol):
         length = len(frame) - 6
         code = frame[HEADER_SIZE]
 
-        def with_length(data: bytes) -> bytes:
-            return data[:4] + (len(data) - 6).to_bytes(2, "big") + data[6:]
-
         mid = HEADER_SIZE + 1 + (len(frame) - HEADER_SIZE - 1) // 2
         faults: list[tuple[str, bytes]] = [
             ("MBAP length one short", template.encode(length=length - 1)),
@@ -703,12 +705,12 @@ class ModbusTCP(Protocol):
             ("MBAP length 0xFFFF", template.encode(length=0xFFFF)),
             ("MBAP length 1 (unit id only, no function code)", template.encode(length=1)),
             ("truncated to the MBAP header, length unchanged", frame[:HEADER_SIZE]),
-            ("truncated to header and function code, length adjusted", with_length(frame[: HEADER_SIZE + 1])),
-            ("cut mid-PDU, length adjusted", with_length(frame[:mid])),
+            ("truncated to header and function code, length adjusted", _with_length(frame[: HEADER_SIZE + 1])),
+            ("cut mid-PDU, length adjusted", _with_length(frame[:mid])),
             ("cut mid-PDU, length unchanged", frame[:mid]),
-            ("one trailing byte counted in the length", with_length(frame + b"\x00")),
-            ("four trailing bytes counted in the length", with_length(frame + b"\xff\xff\xff\xff")),
-            ("trailing bytes padding the ADU to 261 bytes", with_length(frame + b"\x00" * (MAX_ADU + 1 - len(frame)))),
+            ("one trailing byte counted in the length", _with_length(frame + b"\x00")),
+            ("four trailing bytes counted in the length", _with_length(frame + b"\xff\xff\xff\xff")),
+            ("trailing bytes padding the ADU to 261 bytes", _with_length(frame + b"\x00" * (MAX_ADU + 1 - len(frame)))),
             ("protocol id 1", template.encode(protocol_id=1)),
             ("protocol id 0xFFFF", template.encode(protocol_id=0xFFFF)),
             (f"exception bit set on function code (0x{code | 0x80:02x})", template.encode(function_code=code | 0x80)),
@@ -835,7 +837,7 @@ class ModbusTCP(Protocol):
             # Trailing bytes: a lenient server may read the request's fields and ignore the rest
             # (the request's spec violation, reported as such); a reply that answers what it read
             # is a correct reply to that.
-            read = request[:4] + (end - 6).to_bytes(2, "big") + request[6:end]
+            read = _with_length(request[:end])
             again = func.check_reply(func, values, read, reply)
             if again is None or again.content_only:
                 fault, judged = again, read  # the right shape for what it read; its content is judged below
