@@ -172,13 +172,14 @@ def test_confirmed_findings_are_held_back_and_the_skipped_cases_recorded(tmp_pat
     assert all(f["class"] != "crash" for f in doc["findings"] if f["id"] != finding["id"])
     assert finding["suppressed_cases"] > 0
     assert doc["totals"]["replies"]["suppressed"] == finding["suppressed_cases"]
-    # held back: about one matching case in fifty still goes out, so a restart costs little of the
-    # rest of the run (a restart takes a second or more on a loaded machine, so the time share is
-    # loose and the count is the exact check)
-    after = doc["campaign"]["elapsed_s"] - finding["confirmed_elapsed_s"]
+    # held back: about one matching case in fifty still goes out. The time that costs is a restart
+    # per occurrence, a property of the machine (bench/findings.py reports the share); what otfuzz
+    # controls is checked exactly: how many occurrences went out, and that the time it counts
+    # against known findings is those occurrences' own handling, nothing else.
     late = [a for a in doc["anomalies"] if a["elapsed_s"] > finding["confirmed_elapsed_s"]]
     assert len(late) <= finding["suppressed_cases"] / 40 + 2, (len(late), finding["suppressed_cases"])
-    assert doc["totals"]["known_finding_s"] < 0.25 * after, (doc["totals"]["known_finding_s"], after)
+    spent = sum(float(a.get("handling_s") or 0) + float(a.get("investigation_s") or 0) for a in late)
+    assert doc["totals"]["known_finding_s"] <= spent + 0.05, (doc["totals"]["known_finding_s"], spent)
 
 
 def test_a_baseline_passes_a_known_target_and_fails_on_the_new_defect_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
