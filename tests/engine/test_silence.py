@@ -1,7 +1,8 @@
 """Learned silence against real servers: a kind of faulty frame the target always dropped is
 waited for only briefly, yet an answer that still comes is read on its parked connection and
 recorded against its own case; the first answer ends the learning for that kind; counts equal
-the case ids issued; `--no-pipeline` keeps the full wait."""
+the case ids issued; a drop the target always makes draws no probe; spare connections are ready
+and never stale; `--no-pipeline` keeps the full wait."""
 
 from __future__ import annotations
 
@@ -22,13 +23,13 @@ INPUTS_QUANTITY_ZERO = bytes.fromhex("000700000006010400000000")  # fc 4, quanti
 VALID_READ = bytes.fromhex("000800000006010300000001")
 
 
-def _taught(protocol: ModbusTCP, frame: bytes) -> tuple[SilenceBook, str]:
+def _taught(protocol: ModbusTCP, frame: bytes) -> tuple[SilenceBook, tuple[str, ...]]:
     book = SilenceBook(protocol)
-    key = book.key(frame)
+    kinds = book.kinds(frame)
     for _ in range(LEARN_AFTER):
-        book.note(key, answered=False)
-    assert book.learned(key)
-    return book, key
+        book.note(kinds, answered=False)
+    assert book.learned(kinds)
+    return book, kinds
 
 
 def test_a_late_answer_to_a_learned_silent_kind_is_read_on_its_parked_connection_for_its_own_case(faulty_server) -> None:
@@ -60,7 +61,7 @@ def test_an_unlearned_kind_waits_the_silence_timeout_and_its_answer_ends_the_lea
     host, port = faulty_server("slow:4")
     protocol = ModbusTCP()
     book = SilenceBook(protocol)
-    key = book.key(INPUTS_QUANTITY_ZERO)
+    key = book.kinds(INPUTS_QUANTITY_ZERO)
     for _ in range(LEARN_AFTER - 1):
         book.note(key, answered=False)
 
@@ -88,14 +89,16 @@ def test_counts_equal_the_case_ids_issued_and_dropped_kinds_are_learned(faulty_s
     _, port = faulty_server()  # drops every frame whose protocol id is not 0
     totals = {}
     for name, pipeline in (("fast", True), ("fragile", False)):
-        campaign, store = _campaign(tmp_path, port, name, max_cases=600, pipeline=pipeline)
+        campaign, store = _campaign(tmp_path, port, name, max_cases=600, pipeline=pipeline, groups=["structural"])
         try:
             assert asyncio.run(campaign.run()) == "completed"
         finally:
             store.close()
         doc = load_results(tmp_path / name)
-        totals[name] = doc["totals"]["cases"], campaign.silence
+        totals[name] = doc["totals"]["cases"], campaign.silence, len(doc["probes"])
     assert totals["fast"][0] == 600 and totals["fragile"][0] == 600
+    # a run of drops the target always makes is no reason to probe it: far fewer probes
+    assert totals["fast"][2] * 2 < totals["fragile"][2], (totals["fast"][2], totals["fragile"][2])
     assert totals["fast"][1] is not None and totals["fast"][1].as_record()["learned_silent"] >= 1
     assert totals["fragile"][1] is None  # --no-pipeline: every faulty frame waits the full silence timeout
 
@@ -123,3 +126,86 @@ def test_a_quiet_late_malformed_answer_is_recorded_against_its_own_case(faulty_s
         store.close()
     assert [(a["case_id"], a["class"]) for a in anomalies] == [(41, "malformed-reply")]
     assert anomalies[0]["history_case_ids"] == [41]  # its own case, not what the next connection carried
+
+
+FOREIGN_PROTOCOL_READ = bytes.fromhex("000900070006010300000001")  # protocol id 7: dropped by faulty_modbus.py
+FOREIGN_PROTOCOL_WRITE = bytes.fromhex("000a00070006010600010005")
+
+
+def test_a_rule_learned_on_one_request_type_shortens_the_wait_for_every_frame_that_breaks_it() -> None:
+    protocol = ModbusTCP()
+    book = SilenceBook(protocol)
+    for _ in range(LEARN_AFTER):
+        book.note(book.kinds(FOREIGN_PROTOCOL_READ), answered=False)
+    assert book.learned(book.kinds(FOREIGN_PROTOCOL_WRITE))  # same fault, another request type
+    assert not book.learned(book.kinds(INPUTS_QUANTITY_ZERO))  # another fault
+    # an answer to any frame breaking the rule ends its learning, also beside other rules
+    both = bytes.fromhex("000b00070006010300000000")  # protocol id 7 and quantity 0
+    assert book.kinds(both) == (*book.kinds(FOREIGN_PROTOCOL_READ), *book.kinds(INPUTS_QUANTITY_ZERO))
+    assert book.learned(book.kinds(both))
+    book.note(book.kinds(both), answered=True)
+    assert not book.learned(book.kinds(FOREIGN_PROTOCOL_READ))
+
+
+def test_a_spare_connection_is_ready_for_the_next_case_and_a_dead_one_is_never_used(faulty_server) -> None:
+    host, port = faulty_server()
+    protocol = ModbusTCP()
+
+    async def run() -> tuple:
+        runner = CaseRunner(protocol, host, port, timeout=1.0, silence_timeout=0.05)
+        runner.spares = True
+        try:
+            first = await runner.run(TestCase(1, "boundary", (VALID_READ,), "read_holding_registers", "first"))
+            await asyncio.sleep(0.1)
+            spare = runner._spare.result()  # opened while the first case ran
+            dropped = await runner.run(TestCase(2, "boundary", (FOREIGN_PROTOCOL_READ,), "read_holding_registers", "dropped"))
+            after = await runner.run(TestCase(3, "boundary", (VALID_READ,), "read_holding_registers", "on the spare"))
+            used = runner.conn is spare
+            await asyncio.sleep(0.1)
+            stale = runner._spare.result()
+            stale.close()  # as when the target went away: the next case opens its own
+            await asyncio.sleep(0.05)
+            runner.drop_current()
+            last = await runner.run(TestCase(4, "boundary", (VALID_READ,), "read_holding_registers", "fresh"))
+            fresh = runner.conn is not stale and runner.conn is not None and runner.conn.alive
+        finally:
+            runner.drop()
+        return first, dropped, after, used, last, fresh, runner._spare
+
+    first, dropped, after, used, last, fresh, left = asyncio.run(run())
+    assert first.kind is ReplyKind.NORMAL and dropped.kind is ReplyKind.NO_REPLY
+    assert after.kind is ReplyKind.NORMAL and after.reply[:2] == VALID_READ[:2] and used
+    assert last.kind is ReplyKind.NORMAL and fresh
+    assert left is None  # drop() closes the spare too
+
+
+def test_a_drop_the_target_always_makes_is_marked_expected_and_is_not_parked_on_a_single_association(faulty_server) -> None:
+    host, port = faulty_server()  # drops every frame whose protocol id is not 0
+    protocol = ModbusTCP()
+    book, _ = _taught(protocol, FOREIGN_PROTOCOL_READ)
+
+    async def run(single: bool) -> tuple:
+        protocol.single_association = single  # (an instance attribute: DNP3 sets it on the class)
+        runner = CaseRunner(protocol, host, port, timeout=1.0, silence_timeout=0.2, silence=book)
+        try:
+            started = time.perf_counter()
+            outcome = await runner.run(TestCase(1, "structural", (FOREIGN_PROTOCOL_WRITE,), "write_single_register", "dropped"))
+            return outcome, time.perf_counter() - started, len(runner.quiet)
+        finally:
+            runner.drop()
+
+    parked, parked_s, quiet = asyncio.run(run(False))
+    waited, waited_s, none_quiet = asyncio.run(run(True))
+    assert parked.kind is ReplyKind.NO_REPLY and parked.expected_silence and quiet == 1 and parked_s < 0.1
+    assert waited.kind is ReplyKind.NO_REPLY and waited.expected_silence and none_quiet == 0 and waited_s >= 0.2
+    fresh = SilenceBook(protocol)
+
+    async def untaught() -> object:
+        runner = CaseRunner(protocol, host, port, timeout=1.0, silence_timeout=0.05, silence=fresh)
+        try:
+            return await runner.run(TestCase(2, "structural", (FOREIGN_PROTOCOL_WRITE,), "write_single_register", "first drop"))
+        finally:
+            runner.drop()
+
+    first = asyncio.run(untaught())
+    assert first.kind is ReplyKind.NO_REPLY and not first.expected_silence  # the first drops still count as silence

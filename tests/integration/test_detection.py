@@ -158,3 +158,13 @@ def test_target_down_with_several_connections_is_recorded_once_and_stops_every_w
     assert doc["campaign"]["status"] == "failed"
     assert [a["class"] for a in doc["anomalies"]] == ["crash"]
     assert doc["totals"]["cases"] < 500
+
+
+def test_a_valid_request_type_a_healthy_target_never_answers_costs_one_short_wait_not_its_grace_window(tmp_path: Path) -> None:
+    # fc 4 alone is never answered (25 valid reads of it in these 400 cases); the grace window is 6 s
+    results = run_against_faulty(tmp_path, "ignore:4", cases=400, extra=("--recovery-timeout", "6", "--no-confirm"))
+    assert results["totals"]["cases"] == 400
+    assert results["campaign"]["fuzzing_s"] < 4.0  # waiting out one grace window alone would take 6 s
+    assert not [a for a in results["anomalies"] if a["class"] in ("slow-reply", "hang", "crash", "unresponsive-after")]
+    silent = [e for e in results["events"] if e["kind"] == "silent"]
+    assert len(silent) == 1 and silent[0]["detail"].startswith("read_input_registers:")

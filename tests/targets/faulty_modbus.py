@@ -9,7 +9,8 @@ drops frames whose protocol id is not 0 and closes the connection on an absurd l
 
 A fault `KIND:FC[:ADDR]` fires when a request with that function code (and starting address)
 arrives; KIND is one of crash, hang, unresponsive, degrade, malformed, specviolation, reset,
-slow (this reply alone comes --slow-ms late; other connections are not held up).
+slow (this reply alone comes --slow-ms late; other connections are not held up), ignore (this
+request alone is never answered, as devices do with services they leave out; the rest is served).
 
 A defect is a bug of the kind real devices have, reached through many different inputs, for
 testing that a campaign reports it as one finding however it was reached:
@@ -49,7 +50,7 @@ import sys
 import time
 import traceback
 
-KINDS = ("crash", "hang", "unresponsive", "degrade", "malformed", "specviolation", "reset", "slow")
+KINDS = ("crash", "hang", "unresponsive", "degrade", "malformed", "specviolation", "reset", "slow", "ignore")
 DEFECTS = ("overflow-crash", "count-abort", "truncated-write-hang", "pair-crash", "magic-crash", "state-crash",
            "connection-exhaustion", "slow-read-hang")
 LIMITS = {1: 2000, 2: 2000, 3: 125, 4: 125, 15: 1968, 16: 123}  # quantity maxima per fc
@@ -189,7 +190,7 @@ class Connection(asyncio.Protocol):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.transport.abort()
             return False
-        if server.unresponsive:
+        if server.unresponsive or kind == "ignore":
             return True
         reply = respond(frame, kind == "specviolation")
         if kind == "malformed":

@@ -53,6 +53,7 @@ from otfuzz.monitor.process import TargetProcess
 from otfuzz.protocols import protocol_for
 from otfuzz.protocols.base import Protocol, ReplyKind
 from otfuzz.store.evidence import EvidenceStore, now_iso
+from otfuzz.transport import connection_oriented
 from otfuzz.transport.ratelimit import RateLimiter
 from otfuzz.transport.target import Scope, Target, is_loopback, parse_target
 
@@ -232,9 +233,10 @@ class Campaign:
         self._details: dict[str, str] = {}  # reply detail -> its blanked form (observations)
         self._stored_corpus = len(self.feedback.entries)
         self._stored_observed = len(self.feedback.dictionary.observed)
-        # Kinds of faulty frames the target always drops get a short wait and a parked connection;
-        # not for fragile targets, nor where a second connection displaces the first.
-        self.silence = SilenceBook(self.protocol) if config.pipeline and not self.protocol.single_association else None
+        # What faulty frames the target always drops: such a drop is no sign of trouble, and (where
+        # a second connection may stand beside the first) it is not waited for. Not for fragile
+        # targets: there every silence waits in full and repeated silence is probed.
+        self.silence = SilenceBook(self.protocol) if config.pipeline else None
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -432,6 +434,8 @@ class Campaign:
     async def _worker(self) -> None:
         runner = self._new_runner()
         runner.silence = self.silence  # (replays in investigations always wait in full)
+        # a fresh connection ready for the next case that needs one, where a second may stand beside it
+        runner.spares = self.silence is not None and connection_oriented(self.protocol) and not self.protocol.single_association
         self._runners.append(runner)
         ahead: list[TestCase] = []
 
@@ -498,7 +502,10 @@ class Campaign:
             if outcome.kind not in SILENT:
                 self._answered.add(case_id)
             self._cases_done += 1
-            self._silent = self._silent + 1 if outcome.kind in (ReplyKind.NO_REPLY, ReplyKind.CLOSED) else 0
+            if outcome.kind not in (ReplyKind.NO_REPLY, ReplyKind.CLOSED):
+                self._silent = 0
+            elif not outcome.expected_silence:  # a drop the target always makes is no sign it stopped serving
+                self._silent += 1
             slow = outcome.kind in ANSWERED and outcome.latency > self.slow_threshold
             suspicious, candidate = first_look(outcome.kind, outcome.request_valid, self._silent, slow=slow)
             if self.process is not None and self.process.poll() is not None:
@@ -631,10 +638,13 @@ class Campaign:
         return parts
 
     async def _await_late_answer(self, case: TestCase, outcome: CaseOutcome, runner: CaseRunner) -> None:
-        """A valid request went unanswered while the target is healthy: wait out its grace
-        window for the answer, once per request type. A type that stays silent is only watched
-        in the background from then on, so a device that ignores some valid requests costs one
-        wait per type, not one per case."""
+        """A valid request went unanswered while the target is healthy: wait until its answer is
+        overdue by the slow-reply threshold and probe once, once per request type. A prompt probe
+        answer while this request is still unanswered shows the target serving others; the
+        request's connection then stays parked for its grace window while fuzzing goes on, and an
+        answer that still comes is judged as a late reply (the prompt answers to the cases sent
+        meanwhile are the evidence that only this one was slow). Waiting out the whole window here
+        cost asyncua, which never answers some valid requests, most of a short campaign."""
         until = runner.parked_until(case.case_id) if outcome.kind is ReplyKind.NO_REPLY else None
         if until is None:
             return
@@ -642,16 +652,15 @@ class Campaign:
         kind = request_type.request_type if isinstance(request_type, Trigger) else str(request_type)
         if kind in self._silent_types:
             return
-        # Wait until the answer is overdue by the slow-reply threshold, then probe once: a prompt
-        # probe answer while this request is still unanswered shows the target serving others.
         overdue = min(until, time.perf_counter() + max(0.0, self.slow_threshold - outcome.latency) + 0.001)
         late = await runner.await_late(case.case_id, overdue)
         if late is None and time.perf_counter() < until:
             self._record_probe(await self.probe.check())
-            late = await runner.await_late(case.case_id, until)
+            late = await runner.await_late(case.case_id, time.perf_counter())  # what came while the probe ran
         if late is None:
             self._silent_types.add(kind)
-            self._log("silent", f"{kind}: a valid request was not answered within {self.grace:g} s while the target was healthy")
+            self._log("silent", f"{kind}: a valid request was not answered while the target answered the probe; "
+                                f"its answer is awaited for {self.grace:g} s while fuzzing goes on")
             return
         await self._late_reply(late, runner)
 

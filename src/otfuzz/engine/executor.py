@@ -9,10 +9,12 @@ and attributed to its own case. A datagram connection whose session matches repl
 id is kept whatever happened, or used for one case only when the protocol asked for a fresh
 source port per case (`Connection.reuse`, see otfuzz.transport).
 
-A faulty frame of a kind the target has always dropped (see otfuzz.engine.silence) is waited
-for only briefly: its connection is then parked for the rest of the usual silence wait (a
-"quiet" park, up to `MAX_QUIET` at once) and the next case goes out on a fresh connection, so an
-answer that still comes is read, judged and attributed to its own case (`LateReply.quiet`).
+A faulty frame of a kind the target has always dropped (see otfuzz.engine.silence) is not
+waited for: its connection is parked for the usual silence wait (a "quiet" park, up to
+`MAX_QUIET` at once) and the next case goes out on a fresh connection, so an answer that still
+comes is read, judged and attributed to its own case (`LateReply.quiet`). Where a second
+connection may stand beside the first (`spares`), the next fresh connection is opened, handshake
+and all, while the current case runs.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class CaseOutcome:
     request_problems: tuple[str, ...] = ()
     framed: bool = True  # the frame is exactly one frame by the protocol's own framing
     close_allowed: bool = False  # the protocol lets the target end the connection after this request
+    expected_silence: bool = False  # unanswered, like every frame breaking one of its rules so far (SilenceBook)
 
     @property
     def request_valid(self) -> bool:
@@ -85,7 +88,7 @@ class Parked:
     sent_at: float  # perf_counter when the frame was written
     until: float  # perf_counter when the grace window ends
     index: int = 0  # of the frame within its case (a sequence step may be the one answered late)
-    quiet: str = ""  # a learned-silent frame's kind (SilenceBook key), parked after the short wait
+    quiet: tuple[str, ...] = ()  # a learned-silent frame's fault kinds (SilenceBook), parked at once
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,10 @@ class CaseRunner:
         self.quiet: list[Parked] = []
         self._late: list[LateReply] = []
         self._case: TestCase | None = None
+        # A connection opened ahead, handshake done, for the next case that needs a fresh one
+        # (set by the campaign: never for fragile or single-association targets).
+        self.spares = False
+        self._spare: asyncio.Task[Connection] | None = None
 
     async def connect(self, opening: bool = True) -> Connection:
         if not opening:  # a case about the state before the handshake gets a connection of its own
@@ -140,15 +147,43 @@ class CaseRunner:
         elif self.conn is None or not self.conn.alive:
             self.drop_current()
             self.history.clear()
-            self.conn = await open_connection(self.protocol, self.host, self.port, self.connect_timeout)
+            conn = await self._take_spare() if self._spare is not None else None
+            if conn is None:
+                conn = await open_connection(self.protocol, self.host, self.port, self.connect_timeout)
+            self.conn = conn
+            if self.spares:
+                self._spare = asyncio.ensure_future(open_connection(self.protocol, self.host, self.port, self.connect_timeout))
+                self._spare.add_done_callback(_retrieved)
         return self.conn
 
+    async def _take_spare(self) -> Connection | None:
+        """The spare connection if it is ready and still open (None: open one now). One still on its
+        way is awaited, and its failure is the connect's own; one that failed earlier is stale:
+        the target may have come back since."""
+        spare, self._spare = self._spare, None
+        assert spare is not None
+        if not spare.done():
+            return await spare
+        if spare.cancelled() or spare.exception() is not None:
+            return None
+        conn = spare.result()
+        if conn.alive:
+            return conn
+        conn.close()
+        return None
+
     def drop(self) -> None:
-        """Close the connection and every parked one; answers that had already arrived on a
-        parked connection are kept for `late_replies` (replay decides what they mean)."""
+        """Close the connection, the spare and every parked one; answers that had already arrived
+        on a parked connection are kept for `late_replies` (replay decides what they mean)."""
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            if spare.done() and not spare.cancelled() and spare.exception() is None:
+                spare.result().close()
+            else:
+                spare.cancel()  # (Connection.open closes what it had opened)
         self._harvest(close_all=True)
 
     def late_replies(self) -> list[LateReply]:
@@ -272,12 +307,15 @@ class CaseRunner:
                 conn.close_excused = True
             # Silence is only recorded as a violation after the full timeout: a request the
             # specification says must be answered even when wrong never gets the short wait.
-            kind_key, quick = "", False
+            kinds: tuple[str, ...] = ()
+            quick = expected = False
             if broken and self.silence_timeout < wait and not protocol.silence_violation(frame):
                 wait = self.silence_timeout
                 if self.silence is not None and protocol.expects_reply(frame) and conn.reuse == REUSE_STREAM:
-                    kind_key = self.silence.key(frame)
-                    quick = self.conn is conn and self.silence.learned(kind_key) and self._quiet_room()
+                    kinds = self.silence.kinds(frame)
+                    expected = self.silence.learned(kinds)
+                    # no quiet park where a second connection would displace the first
+                    quick = expected and self.conn is conn and not protocol.single_association and self._quiet_room()
             sent = time.perf_counter()
             exchange = await conn.exchange(frame, min(wait, QUICK_WAIT) if quick else wait, protocol.expects_reply(frame),
                                            meanwhile)
@@ -289,15 +327,15 @@ class CaseRunner:
                     # Dropped as always, so far: the connection waits out the usual silence
                     # timeout parked, carrying nothing else, and the next case gets a fresh one.
                     self.conn = None
-                    self.quiet.append(Parked(conn, self._case, frame, sent, sent + wait, index, kind_key))
+                    self.quiet.append(Parked(conn, self._case, frame, sent, sent + wait, index, kinds))
                     problems = tuple(checked + protocol.may_reject(frame))
                     return CaseOutcome(ReplyKind.NO_REPLY, "timeout", None, exchange.latency, index, problems,
-                                       protocol.frame_length(frame) in (None, len(frame)))
-            if kind_key:
+                                       protocol.frame_length(frame) in (None, len(frame)), expected_silence=True)
+            if kinds:
                 if exchange.outcome == "reply":
-                    self.silence.note(kind_key, answered=True)  # type: ignore[union-attr]
+                    self.silence.note(kinds, answered=True)  # type: ignore[union-attr]
                 elif exchange.outcome == "timeout" and not exchange.leftover:
-                    self.silence.note(kind_key, answered=False)  # type: ignore[union-attr]
+                    self.silence.note(kinds, answered=False)  # type: ignore[union-attr]
             if exchange.outcome == "reply":
                 assert exchange.reply is not None
                 verdict = protocol.classify(frame, exchange.reply)
@@ -353,14 +391,13 @@ class CaseRunner:
                 if exchange.leftover:
                     return CaseOutcome(ReplyKind.MALFORMED, f"incomplete reply of {len(exchange.leftover)} bytes",
                                        exchange.leftover, exchange.latency, index, problems, framed)
-                kind = ReplyKind.NO_REPLY
-            else:
-                kind = ReplyKind.RESET if exchange.outcome == "reset" else ReplyKind.CLOSED
-                # the target may end it after this request, or after garbage it got earlier on it
-                allowed = excused or not protocol.keeps_connection(frame, exchange.leftover or b"")
-                return CaseOutcome(kind, exchange.outcome, exchange.leftover or None, exchange.latency, index, problems, framed,
-                                   allowed)
-            return CaseOutcome(kind, exchange.outcome, exchange.leftover or None, exchange.latency, index, problems, framed)
+                return CaseOutcome(ReplyKind.NO_REPLY, "timeout", None, exchange.latency, index, problems, framed,
+                                   expected_silence=expected)
+            kind = ReplyKind.RESET if exchange.outcome == "reset" else ReplyKind.CLOSED
+            # the target may end it after this request, or after garbage it got earlier on it
+            allowed = excused or not protocol.keeps_connection(frame, exchange.leftover or b"")
+            return CaseOutcome(kind, exchange.outcome, exchange.leftover or None, exchange.latency, index, problems, framed,
+                               allowed)
         raise AssertionError("a case has at least one frame")
 
     def _quiet_room(self) -> bool:
@@ -380,3 +417,9 @@ class CaseRunner:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+def _retrieved(task: asyncio.Task[Connection]) -> None:
+    """A spare that failed or was never used: its error is no one's (the next connect meets its own)."""
+    if not task.cancelled():
+        task.exception()

@@ -168,11 +168,14 @@ class Connection:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = cls(wire, transport)  # type: ignore[arg-type]
-        for frame in session.opening() if opening else ():
-            result = await conn.exchange(frame, timeout)
-            if result.outcome != "reply":
-                conn.close()
-                raise ConnectionError(f"opening handshake got no answer ({result.outcome})")
+        try:
+            for frame in session.opening() if opening else ():
+                result = await conn.exchange(frame, timeout)
+                if result.outcome != "reply":
+                    raise ConnectionError(f"opening handshake got no answer ({result.outcome})")
+        except BaseException:  # (also a cancelled spare connection: see CaseRunner)
+            conn.close()
+            raise
         return conn
 
     @property
