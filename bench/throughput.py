@@ -176,6 +176,9 @@ def _s7_server() -> tuple[Any, int]:
 # name -> (start the server, URL template, extra campaign variants)
 ROWS: dict[str, tuple[Callable[[], tuple[Any, int]], str, dict[str, list[str]]]] = {
     "responder": (_server([str(HERE / "responder.py")]), "modbus://127.0.0.1:{port}", {"boundary_only": ["--groups", "boundary"]}),
+    # a device one 2 ms hop away that serves requests in flight side by side: where pipelining pays
+    "responder-2ms": (_server([str(HERE / "responder.py"), "--delay-ms", "2"]), "modbus://127.0.0.1:{port}",
+                      {"no_pipeline": ["--no-pipeline"]}),
     "pymodbus": (_server(["-m", "otfuzz.demo", "serve"]), "modbus://127.0.0.1:{port}",
                  {"concurrency_4": ["--concurrency", "4"], "concurrency_8": ["--concurrency", "8"]}),
     "dnp3py": (_server([str(TARGETS / "dnp3_outstation.py")]), "dnp3://127.0.0.1:{port}?outstation=1&master=2", {}),

@@ -38,8 +38,9 @@ def add_commands(sub: Any) -> None:
                           "(default: 5x the probe p95, at least 0.002 s, at most --timeout)")
     run.add_argument("--read-only", action="store_true", help="never send a write or restart request (for live plants)")
     run.add_argument("--no-pipeline", dest="pipeline", action="store_false",
-                     help="fragile target: one connection and one request at a time (no connection parked to catch a "
-                          "late answer to a frame the target always drops; such frames then wait the full silence timeout)")
+                     help="fragile target: one connection and one request at a time (no requests in flight together, "
+                          "no spare connection opened ahead, no connection parked to catch a late answer to a frame the "
+                          "target always drops; such frames then wait the full silence timeout)")
     add_scope_option(run)
     run.add_argument("--target-cmd", help="command that starts the target; otfuzz restarts it after crashes")
     run.add_argument("--probe-interval", type=float, default=5.0, help="seconds between routine health probes")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from otfuzz.engine.cases import TestCase
-from otfuzz.engine.executor import CaseOutcome, CaseRunner, LateReply, read_identity
+from otfuzz.engine.executor import PIPELINE_DEPTH, CaseOutcome, CaseRunner, LateReply, detect_pipelining, read_identity
 from otfuzz.engine.findings import (
     CONDITION_SEPARATOR,
     COSTLY,
@@ -71,6 +71,9 @@ FINDING_INVESTIGATION_S = 30.0
 CONNECTION_SHARE = 0.05
 """Most of the campaign's time connection-level cases may take (each holds for seconds):
 beyond it, a connection case is deferred (counted, not run)."""
+PIPELINE_TRIAL = 20
+"""Pipelined windows after which a target that left most of them partly unanswered is fuzzed one
+request at a time."""
 KNOWN_SHARE = 0.05
 """Most of the campaign's time (after the first confirmation) that meeting known findings again
 may take; beyond it, even the one-in-N matches are held back until the share is below again."""
@@ -237,6 +240,12 @@ class Campaign:
         # a second connection may stand beside the first) it is not waited for. Not for fragile
         # targets: there every silence waits in full and repeated silence is probed.
         self.silence = SilenceBook(self.protocol) if config.pipeline else None
+        # Cases in flight at once on a connection: decided at the start (see detect_pipelining).
+        self.pipeline_depth = 1
+        self.pipelining_note = "--no-pipeline: one request at a time" if not config.pipeline else "not tested"
+        self._windows = 0
+        self._windows_cut = 0
+        self._alone: set[int] = set()  # cases sent in a window that went unanswered there: run alone
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -290,6 +299,11 @@ class Campaign:
         self.silence_timeout = min(self.timeout, self.config.silence_timeout or max(AUTO_SILENCE_FLOOR, baseline.p95 * 5))
         self.slow_threshold = max(baseline.p95 * self.config.slow_factor, baseline.p95 + SLOW_FLOOR)
         self.investigator.slow_threshold = self.slow_threshold
+        if self.config.pipeline and connection_oriented(self.protocol) and not self.protocol.single_association:
+            handled, self.pipelining_note = await detect_pipelining(self.protocol, self.address, self.target.port, self.timeout)
+            self.pipeline_depth = PIPELINE_DEPTH if handled else 1
+        elif self.config.pipeline:
+            self.pipelining_note = "one connection or no connections: one request at a time"
         if resume:
             self._next_id, self.elapsed_before = self.store.progress()
             self._cases_done = sum(sum(r.values()) for r in self.store.counts().values())
@@ -353,6 +367,8 @@ class Campaign:
             "connection_s": round(self._connection_s, 3),
             "investigating_s": round(self.investigating_s, 3),
             "silence": self.silence.as_record() if self.silence is not None else None,
+            "pipelining": {"depth": self.pipeline_depth, "note": self.pipelining_note, "windows": self._windows,
+                           "windows_cut_short": self._windows_cut},
         }
 
     async def run(self, resume: bool = False) -> str:
@@ -437,7 +453,7 @@ class Campaign:
         # a fresh connection ready for the next case that needs one, where a second may stand beside it
         runner.spares = self.silence is not None and connection_oriented(self.protocol) and not self.protocol.single_association
         self._runners.append(runner)
-        ahead: list[TestCase] = []
+        ahead: deque[TestCase] = deque()  # generated, ids reserved, in id order
 
         def prefetch() -> None:
             # Generate the next case while the target works on this one (ids stay reserved in order).
@@ -445,88 +461,151 @@ class Campaign:
             if next_id is not None:
                 ahead.append(self.generator.case(next_id))
 
+        def next_case() -> TestCase | None:
+            if ahead:
+                return ahead.popleft()
+            case_id = self._take_id()
+            return None if case_id is None else self.generator.case(case_id)
+
         while True:
             await self._running.wait()
             if self.stop_requested:
                 return  # a prefetched case stays reserved: the resume point keeps it
-            if ahead:
-                case = ahead.pop()
-            else:
-                case_id = self._take_id()
-                if case_id is None:
-                    return
-                case = self.generator.case(case_id)
-            case_id = case.case_id
-            if self.book.suppressing:
-                known, held = self.book.match(*self._case_triggers(case), may_send=self._known_within_share(),
-                                              meets=lambda condition: self._values.meets(case.frames, condition))
-                if known is not None:
-                    self._matches[case_id] = (known.id, held)
-                if held:
-                    # A confirmed finding's trigger: held back (counted, not sent) but one in N.
-                    self._results[case_id] = (case.group, "suppressed")
-                    self._cases_done += 1
-                    self._inflight.discard(case_id)
-                    continue
+            case = next_case()
+            if case is None:
+                return
+            if self._held(case):
+                continue
             if case.pattern is not None:
-                share = 1.0 if self.config.groups == ["connection"] else CONNECTION_SHARE  # asked for alone: no budget
-                if self._connection_s > share * max(self.elapsed(), 20.0):
-                    # connection cases hold for seconds: beyond their share of the time, deferred
-                    self._results[case_id] = (case.group, "deferred")
-                    self._cases_done += 1
-                    self._inflight.discard(case_id)
-                    continue
-                async with self._lock:
-                    if self.stop_requested:
-                        return
-                    self._running.clear()
-                    try:
-                        await self._connection_case(case, runner)
-                    except TargetDown:
-                        self.stop_requested = True
-                        raise
-                    finally:
-                        self._running.set()
-                if case_id not in self._results:
-                    return  # cut short by a stop: stays reserved, so --resume runs it again
-                self._cases_done += 1
-                self._inflight.discard(case_id)
+                if not await self._pattern_case(case, runner):
+                    return
                 continue
             await self.limiter.acquire()
+            if self.pipeline_depth > 1 and self._pipelinable(case, runner, []):
+                window = [case]
+                while len(window) < self.pipeline_depth and not self.stop_requested:
+                    more = next_case()
+                    if more is None:
+                        break
+                    if self._held(more):
+                        continue
+                    if more.pattern is not None or not self._pipelinable(more, runner, window):
+                        ahead.appendleft(more)
+                        break
+                    await self.limiter.acquire()
+                    window.append(more)
+                if len(window) > 1:
+                    outcomes = await runner.run_window(window, prefetch)
+                    self._note_window(len(outcomes) == len(window))
+                    self._history.extend(window)  # all were sent before any is judged
+                    for each, outcome in zip(window, outcomes):
+                        if not await self._judge(each, outcome, runner, windowed=True):
+                            return
+                    for each in reversed(window[len(outcomes):]):
+                        self._alone.add(each.case_id)  # not answered in the window: sent again, alone
+                        ahead.appendleft(each)
+                    continue
             outcome = await runner.run(case, prefetch)
-            self._observe(case, outcome)
-            self._results[case_id] = (case.group, outcome.kind.value)
-            if outcome.kind in ANSWERED and outcome.latency <= self.slow_threshold:
-                self._answers.append(time.perf_counter())
-            self._history.append(case)
-            if outcome.kind not in SILENT:
-                self._answered.add(case_id)
+            if not await self._judge(case, outcome, runner):
+                return
+
+    def _held(self, case: TestCase) -> bool:
+        """A confirmed finding's trigger: held back (counted, not sent) but one in N."""
+        if not self.book.suppressing:
+            return False
+        known, held = self.book.match(*self._case_triggers(case), may_send=self._known_within_share(),
+                                      meets=lambda condition: self._values.meets(case.frames, condition))
+        if known is not None:
+            self._matches[case.case_id] = (known.id, held)
+        if held:
+            self._results[case.case_id] = (case.group, "suppressed")
             self._cases_done += 1
-            if outcome.kind not in (ReplyKind.NO_REPLY, ReplyKind.CLOSED):
-                self._silent = 0
-            elif not outcome.expected_silence:  # a drop the target always makes is no sign it stopped serving
-                self._silent += 1
-            slow = outcome.kind in ANSWERED and outcome.latency > self.slow_threshold
-            suspicious, candidate = first_look(outcome.kind, outcome.request_valid, self._silent, slow=slow)
-            if self.process is not None and self.process.poll() is not None:
-                suspicious = True
-            late = runner.late_replies() if runner.has_late else []
-            due = time.monotonic() - self._last_probe >= self.config.probe_interval
-            if suspicious or due or late:
-                async with self._lock:
-                    if self.stop_requested:
-                        return  # another worker found the target down while this one waited
-                    self._running.clear()
-                    try:
-                        await self._check_health(case, outcome, candidate if suspicious else None, runner)
-                        for reply in late:
-                            await (self._quiet_reply if reply.quiet else self._late_reply)(reply, runner)
-                    except TargetDown:
-                        self.stop_requested = True  # the other workers stop; the status says failed, not interrupted
-                        raise
-                    finally:
-                        self._running.set()
-            self._inflight.discard(case_id)
+            self._inflight.discard(case.case_id)
+        return held
+
+    async def _pattern_case(self, case: TestCase, runner: CaseRunner) -> bool:
+        """Run a connection case within its share of the time (False: the worker stops)."""
+        share = 1.0 if self.config.groups == ["connection"] else CONNECTION_SHARE  # asked for alone: no budget
+        if self._connection_s > share * max(self.elapsed(), 20.0):
+            # connection cases hold for seconds: beyond their share of the time, deferred
+            self._results[case.case_id] = (case.group, "deferred")
+            self._cases_done += 1
+            self._inflight.discard(case.case_id)
+            return True
+        async with self._lock:
+            if self.stop_requested:
+                return False
+            self._running.clear()
+            try:
+                await self._connection_case(case, runner)
+            except TargetDown:
+                self.stop_requested = True
+                raise
+            finally:
+                self._running.set()
+        if case.case_id not in self._results:
+            return False  # cut short by a stop: stays reserved, so --resume runs it again
+        self._cases_done += 1
+        self._inflight.discard(case.case_id)
+        return True
+
+    def _pipelinable(self, case: TestCase, runner: CaseRunner, window: list[TestCase]) -> bool:
+        return (case.case_id not in self._alone and len(case.frames) == 1
+                and runner.can_pipeline(case.frames[0], [each.frames[0] for each in window]))
+
+    def _note_window(self, complete: bool) -> None:
+        """Count pipelined windows; a target that leaves most of them incomplete is fuzzed one
+        request at a time from then on (each incomplete window costs a resend)."""
+        self._windows += 1
+        self._windows_cut += not complete
+        if self._windows >= PIPELINE_TRIAL and self._windows_cut * 2 > self._windows and self.pipeline_depth > 1:
+            self.pipeline_depth = 1
+            self.pipelining_note = (f"switched off after {self._windows_cut} of {self._windows} pipelined windows "
+                                    "went partly unanswered")
+            self._log("pipelining", self.pipelining_note)
+
+    async def _judge(self, case: TestCase, outcome: CaseOutcome, runner: CaseRunner, windowed: bool = False) -> bool:
+        """Record one case's outcome and probe the target when it looks suspicious (False: the
+        worker stops). `windowed`: it went out in a pipelined window, already in the history."""
+        case_id = case.case_id
+        self._alone.discard(case_id)
+        self._observe(case, outcome)
+        self._results[case_id] = (case.group, outcome.kind.value)
+        if outcome.kind in ANSWERED and outcome.latency <= self.slow_threshold:
+            self._answers.append(time.perf_counter())
+        if windowed:
+            runner.history.append(case)
+        else:
+            self._history.append(case)
+        if outcome.kind not in SILENT:
+            self._answered.add(case_id)
+        self._cases_done += 1
+        if outcome.kind not in (ReplyKind.NO_REPLY, ReplyKind.CLOSED):
+            self._silent = 0
+        elif not outcome.expected_silence:  # a drop the target always makes is no sign it stopped serving
+            self._silent += 1
+        slow = outcome.kind in ANSWERED and outcome.latency > self.slow_threshold
+        suspicious, candidate = first_look(outcome.kind, outcome.request_valid, self._silent, slow=slow)
+        if self.process is not None and self.process.poll() is not None:
+            suspicious = True
+        late = runner.late_replies() if runner.has_late else []
+        due = time.monotonic() - self._last_probe >= self.config.probe_interval
+        if suspicious or due or late:
+            async with self._lock:
+                if self.stop_requested:
+                    return False  # another worker found the target down while this one waited
+                self._running.clear()
+                try:
+                    await self._check_health(case, outcome, candidate if suspicious else None, runner)
+                    for reply in late:
+                        await (self._quiet_reply if reply.quiet else self._late_reply)(reply, runner)
+                except TargetDown:
+                    self.stop_requested = True  # the other workers stop; the status says failed, not interrupted
+                    raise
+                finally:
+                    self._running.set()
+        self._inflight.discard(case_id)
+        return True
 
     def _observe(self, case: TestCase, outcome: CaseOutcome) -> None:
         """Reply-guided feedback: a case whose observation is new joins the corpus; a normal

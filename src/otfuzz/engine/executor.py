@@ -78,6 +78,37 @@ async def read_identity(protocol: Protocol, host: str, port: int, timeout: float
     return identity
 
 
+PIPELINE_DEPTH = 4
+"""Cases in flight at once on one connection where the target handles it (see `detect_pipelining`)."""
+
+
+async def detect_pipelining(protocol: Protocol, host: str, port: int, timeout: float,
+                            depth: int = PIPELINE_DEPTH) -> tuple[bool, str]:
+    """(does the target answer `depth` requests in flight at once, each by its id?, why not).
+    Asked once at the start with copies of the health probe: a target that answers only some
+    of them, or out of step, is fuzzed one request at a time."""
+    probe = protocol.probe().frame
+    if protocol.request_id(probe) is None:
+        return False, f"{protocol.name} requests carry no id a reply echoes"
+    base = protocol.request_id(probe) or 0
+    frames = [protocol.with_request_id(probe, (base + 0x5A5A + i) & 0xFFFF) for i in range(depth)]
+    try:
+        conn = await open_connection(protocol, host, port, timeout)
+    except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+        return False, f"could not connect to test it: {exc}"
+    try:
+        got, _ = await conn.exchange_many(frames, timeout)
+    finally:
+        conn.close()
+    by_id = {protocol.request_id(frame): frame for frame in frames}
+    answered = {protocol.reply_id(reply): reply for reply, _ in got}
+    if len(got) != depth or answered.keys() != by_id.keys():
+        return False, f"answered {len(got)} of {depth} requests sent at once with the right ids"
+    if not all(protocol.classify(by_id[key], reply).kind is ReplyKind.NORMAL for key, reply in answered.items()):
+        return False, f"{depth} requests sent at once were not all answered normally"
+    return True, f"{depth} requests sent at once were each answered, matched by id"
+
+
 @dataclass
 class Parked:
     """A connection whose valid request went unanswered within the case timeout."""
@@ -399,6 +430,67 @@ class CaseRunner:
             return CaseOutcome(kind, exchange.outcome, exchange.leftover or None, exchange.latency, index, problems, framed,
                                allowed)
         raise AssertionError("a case has at least one frame")
+
+    def can_pipeline(self, frame: bytes, with_frames: list[bytes]) -> bool:
+        """True when `frame` may go out in one pipelined window with `with_frames`: one frame with
+        a request id none of them has, answered on the connection it came on, and not of a kind
+        the target always drops (that one goes alone: see otfuzz.engine.silence)."""
+        protocol = self.protocol
+        request_id = protocol.request_id(frame)
+        if (request_id is None or any(protocol.request_id(other) == request_id for other in with_frames)
+                or not protocol.expects_reply(frame) or not protocol.needs_opening(frame)
+                or not protocol.keeps_connection(frame, b"") or (not self.loopback and protocol.loopback_only(frame))):
+            return False
+        return self.silence is None or not self.silence.learned(self.silence.kinds(frame))
+
+    async def run_window(self, cases: list[TestCase], meanwhile: Callable[[], object] | None = None) -> list[CaseOutcome]:
+        """Send single-frame cases back to back on one connection and match the replies by request
+        id (they may come in any order). Speculative: the outcomes returned are those of the
+        longest run of cases, from the first, that each got an answer within the silence timeout;
+        the caller runs the rest alone, through `run`, where silence, late answers and closes are
+        judged as always. After a window that did not end cleanly the connection is replaced.
+
+        A case's latency is timed from when the target could start on it: the later of the
+        window's write and the previous case's answer."""
+        protocol = self.protocol
+        conn = await self._open(True, 0)
+        if isinstance(conn, CaseOutcome):
+            return []  # (the case run alone meets the same failure and records it)
+        frames = [case.frames[0] for case in cases]
+        got, sent = await conn.exchange_many(frames, self.silence_timeout, meanwhile)
+        wanted = {protocol.request_id(frame): i for i, frame in enumerate(frames)}
+        answers: dict[int, tuple[bytes, float]] = {}
+        clean = True
+        for reply, arrived in got:
+            index = wanted.get(protocol.reply_id(reply))  # type: ignore[arg-type]
+            if index is None or index in answers:
+                clean = False  # an answer to nothing in flight: the stream is out of step
+            else:
+                answers[index] = (reply, arrived)
+        outcomes: list[CaseOutcome] = []
+        previous = sent
+        for index, (case, frame) in enumerate(zip(cases, frames)):
+            if index not in answers:
+                break
+            reply, arrived = answers[index]
+            checked = protocol.check_request(frame)
+            verdict = protocol.classify(frame, reply)
+            kind, detail, problems = verdict.kind, verdict.detail, tuple(checked)
+            if kind is ReplyKind.NORMAL and problems:
+                kind, detail = ReplyKind.SPEC_VIOLATION, "answered normally: " + "; ".join(problems)
+            elif kind is not ReplyKind.NORMAL:
+                problems = ()
+            if checked and self.silence is not None:
+                self.silence.note(self.silence.kinds(frame), answered=True)
+            outcomes.append(CaseOutcome(kind, detail, reply, max(0.0, arrived - max(sent, previous)), 0, problems))
+            previous = arrived
+            self.history.append(case)
+            if kind is ReplyKind.MALFORMED or not protocol.keeps_connection(frame, reply):
+                clean = False  # what follows on this stream may not be what it seems
+                break
+        if not clean or len(outcomes) < len(cases) or conn.lost is not None:
+            self._out_of_step()
+        return outcomes
 
     def _quiet_room(self) -> bool:
         """Room for one more quiet park (expired ones are closed first)."""

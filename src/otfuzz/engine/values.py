@@ -10,6 +10,7 @@ only feedback-driven cases use, recording how many of them were known, so replay
 
 from __future__ import annotations
 
+from functools import lru_cache
 from collections.abc import Iterable, Mapping, Sequence
 
 from otfuzz.protocols.model import Bytes, Field, UInt
@@ -22,6 +23,12 @@ MAX_OBSERVED = 256
 def magic_values(bits: int) -> list[int]:
     """Classic magic numbers that fit `bits`: the 16-bit ones (and their 32-bit doubles), and
     every power of two with its neighbours."""
+    return list(_magic(bits))
+
+
+@lru_cache(maxsize=64)
+def _magic(bits: int) -> tuple[int, ...]:
+    """Built once per width (asked for once per mutated field)."""
     top = (1 << bits) - 1
     values = [v for v in MAGIC_16 if v <= top]
     if bits >= 32:
@@ -32,7 +39,7 @@ def magic_values(bits: int) -> list[int]:
     for value in values:
         if 0 <= value <= top and value not in out:
             out.append(value)
-    return out
+    return tuple(out)
 
 
 def interesting_values(f: Field, meaningful: Sequence[int | bytes] = (), limit: int = 12) -> list[int | bytes]:

@@ -360,6 +360,21 @@ class Protocol(ABC):
         """True when `reply` answers `sync_request()`, not the case before it."""
         return False
 
+    def request_id(self, frame: bytes) -> int | None:
+        """The id a reply to `frame` carries back (the Modbus transaction id), so that several
+        requests may be in flight on one connection (pipelining). None: this frame is not
+        pipelined (the protocol has no such id, or the frame is not exactly one frame)."""
+        return None
+
+    def reply_id(self, reply: bytes) -> int | None:
+        """The id of the request a reply answers (see `request_id`)."""
+        return None
+
+    def with_request_id(self, frame: bytes, request_id: int) -> bytes:
+        """`frame` carrying another id: copies of the probe that tell whether a target handles
+        pipelining. Only called where `request_id` is not always None."""
+        raise NotImplementedError(f"{self.name} has no request ids")
+
     # -- what a capture shows ---------------------------------------------------------------------
     # Capture import (otfuzz.capture) reads recorded traffic with these hooks: the module's own
     # framing splits a reassembled stream, and a captured request becomes a template whose values

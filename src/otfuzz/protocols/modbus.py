@@ -744,6 +744,19 @@ class ModbusTCP(Protocol):
             return None
         return 6 + ((frame[4] << 8) | frame[5])
 
+    def request_id(self, frame: bytes) -> int | None:
+        """The transaction id, for a frame a server frames as one request: the MODBUS protocol
+        id and a length that matches (a server may drop anything else, or read past it)."""
+        if len(frame) <= HEADER_SIZE or frame[2] or frame[3] or 6 + ((frame[4] << 8) | frame[5]) != len(frame):
+            return None
+        return (frame[0] << 8) | frame[1]
+
+    def reply_id(self, reply: bytes) -> int | None:
+        return (reply[0] << 8) | reply[1] if len(reply) >= 2 else None
+
+    def with_request_id(self, frame: bytes, request_id: int) -> bytes:
+        return request_id.to_bytes(2, "big") + frame[2:]
+
     @staticmethod
     def _first_adu(frame: bytes) -> bytes:
         """The ADU the MBAP length delimits: bytes past it are the next request in the stream."""

@@ -89,6 +89,40 @@ class Wire:
             return Exchange("timeout", None, 0.0)
         return await self._await(timeout, start, meanwhile is not None)
 
+    async def exchange_many(self, frames: list[bytes], timeout: float,
+                            meanwhile: Callable[[], object] | None = None) -> tuple[list[tuple[bytes, float]], float]:
+        """Send frames back to back, before any answer (pipelining), and collect the complete
+        replies that come within `timeout`, one per frame at most, with their arrival times
+        (perf_counter); also returns when the frames were written. Stops early once every
+        frame has an answer or the connection ended (`lost` says how)."""
+        start = time.perf_counter()
+        if self.lost is not None:
+            return [], start
+        self.replies.clear()
+        self.send(b"".join(self.session.prepare(frame) for frame in frames))
+        if meanwhile is not None:
+            meanwhile()
+        loop = asyncio.get_running_loop()
+        got: list[tuple[bytes, float]] = []
+        deadline = start + timeout
+        while len(got) < len(frames):
+            while self.replies and len(got) < len(frames):
+                got.append((self.replies.pop(0), self.arrived))
+            remaining = deadline - time.perf_counter()
+            if len(got) == len(frames) or self.lost is not None or remaining <= 0:
+                break
+            waiter: asyncio.Future[bytes | None] = loop.create_future()
+            self.waiter = waiter
+            handle = loop.call_later(remaining, _expire, waiter)
+            try:
+                reply = await waiter
+            finally:
+                handle.cancel()
+                self.waiter = None
+            if reply is not None:
+                got.append((reply, self.arrived))
+        return got, start
+
     async def wait_more(self, timeout: float, start: float) -> Exchange:
         """Go on waiting for the reply to the frame sent at perf_counter `start`, sending nothing
         (a short first wait that ended on part of a reply)."""
@@ -191,6 +225,16 @@ class Connection:
         """Send one frame and wait for one complete reply, the timeout, or the end of the connection
         (`meanwhile`: see Wire.exchange)."""
         return await self._wire.exchange(frame, timeout, expect_reply, meanwhile)
+
+    async def exchange_many(self, frames: list[bytes], timeout: float,
+                            meanwhile: Callable[[], object] | None = None) -> tuple[list[tuple[bytes, float]], float]:
+        """Several frames in flight at once (see Wire.exchange_many)."""
+        return await self._wire.exchange_many(frames, timeout, meanwhile)
+
+    @property
+    def lost(self) -> str | None:
+        """How the connection ended ("closed", "reset"), or None while it is open."""
+        return self._wire.lost
 
     async def wait_more(self, timeout: float, start: float) -> Exchange:
         """Go on waiting for the reply to the last frame (see Wire.wait_more)."""
