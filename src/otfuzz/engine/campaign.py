@@ -71,6 +71,9 @@ FINDING_INVESTIGATION_S = 30.0
 CONNECTION_SHARE = 0.05
 """Most of the campaign's time connection-level cases may take (each holds for seconds):
 beyond it, a connection case is deferred (counted, not run)."""
+LATE_WAIT = 1.0
+"""Seconds after it was sent that the first unanswered valid request of a type is waited for,
+fuzzing stopped; its connection is watched for the rest of the grace window while fuzzing goes on."""
 PIPELINE_TRIAL = 20
 """Pipelined windows after which a target that left most of them partly unanswered is fuzzed one
 request at a time."""
@@ -718,12 +721,14 @@ class Campaign:
 
     async def _await_late_answer(self, case: TestCase, outcome: CaseOutcome, runner: CaseRunner) -> None:
         """A valid request went unanswered while the target is healthy: wait until its answer is
-        overdue by the slow-reply threshold and probe once, once per request type. A prompt probe
-        answer while this request is still unanswered shows the target serving others; the
-        request's connection then stays parked for its grace window while fuzzing goes on, and an
-        answer that still comes is judged as a late reply (the prompt answers to the cases sent
-        meanwhile are the evidence that only this one was slow). Waiting out the whole window here
-        cost asyncua, which never answers some valid requests, most of a short campaign."""
+        overdue by the slow-reply threshold and probe once (a prompt probe answer while this
+        request is still unanswered shows the target serving others), then wait on, fuzzing
+        stopped, up to `LATE_WAIT` after it was sent; once per request type. The request's
+        connection then stays parked for the rest of its grace window while fuzzing goes on, and
+        an answer that still comes is judged as a late reply. Waiting out the whole window here
+        cost asyncua, which never answers some valid requests, most of a short campaign; not
+        waiting at all left a 300 ms reply to be caught only between restarts of a target that
+        crashes every hundred cases."""
         until = runner.parked_until(case.case_id) if outcome.kind is ReplyKind.NO_REPLY else None
         if until is None:
             return
@@ -735,7 +740,7 @@ class Campaign:
         late = await runner.await_late(case.case_id, overdue)
         if late is None and time.perf_counter() < until:
             self._record_probe(await self.probe.check())
-            late = await runner.await_late(case.case_id, time.perf_counter())  # what came while the probe ran
+            late = await runner.await_late(case.case_id, min(until, until - self.grace + LATE_WAIT))  # (until: sent + grace)
         if late is None:
             self._silent_types.add(kind)
             self._log("silent", f"{kind}: a valid request was not answered while the target answered the probe; "
