@@ -480,3 +480,73 @@ _POOL += [outstation_frames(response(0, body=bytes(300)), size=100), outstation_
 def test_no_input_makes_the_module_raise(request: bytes, reply: bytes) -> None:
     """Fuzzed requests and hostile replies are data, never a crash of otfuzz itself."""
     exercise(PROTOCOL, request, reply)
+
+
+def test_a_sync_request_gets_its_own_sequence_and_the_two_answers_are_told_apart_in_either_case() -> None:
+    session = DNP3Session(OUTSTATION, MASTER)
+    request = template("read_class_0").encode()
+    session.prepare(request)  # sequence 0
+    assert session.prepare_sync(PROTOCOL.sync_request()) is not None  # sequence 8: far from a multi-fragment answer's
+    session.feed(outstation_frames(response(0)))
+    answer = session.next_reply()
+    assert answer is not None and not session.is_sync_reply(answer)
+    session.feed(outstation_frames(response(8), transport_seq=1))
+    sync = session.next_reply()
+    assert sync is not None and session.is_sync_reply(sync)
+    assert session.application_seq == 1  # the next request follows the frame, not the sync
+
+    session.prepare(request)  # sequence 1, dropped by the outstation
+    session.prepare_sync(PROTOCOL.sync_request())  # sequence 9
+    session.feed(outstation_frames(response(9), transport_seq=2))
+    first = session.next_reply()
+    assert first is not None and session.is_sync_reply(first)  # proves sequence 1 unanswered
+    session.prepare(request)  # sequence 2, the next case
+    late = outstation_frames(response(1), transport_seq=3)
+    session.feed(late)  # out of order: after the sync's answer
+    assert session.next_reply() is None  # never taken for the next case's answer
+    assert session.late_answers() == [late] and session.late_answers() == []
+
+
+def test_no_sync_follows_a_frame_whose_answer_could_not_be_told_apart() -> None:
+    session = DNP3Session(OUTSTATION, MASTER)
+    session.prepare(b"\x05\x64garbage")  # no request fragment: any response would answer it
+    assert session.prepare_sync(PROTOCOL.sync_request()) is None
+    session.prepare(template("request_link_status").encode())  # a link-layer answer is awaited
+    assert session.prepare_sync(PROTOCOL.sync_request()) is None
+
+
+def test_a_frame_the_real_outstation_drops_is_proven_unanswered_by_the_sync_answer_and_the_association_goes_on(
+        dnp3_outstation: int) -> None:
+    import asyncio
+    import time
+
+    from otfuzz.engine.cases import TestCase
+    from otfuzz.engine.executor import CaseRunner
+
+    read = template("read_class_0").encode()
+    elsewhere = bytearray(read)  # the same read addressed to outstation 0: dnp3py drops it
+    elsewhere[4:6] = b"\x00\x00"
+    elsewhere = PROTOCOL.repair(bytes(elsewhere))
+    assert PROTOCOL.check_request(elsewhere) == ["addressed to 0, not the outstation 1"]
+
+    async def run(sync: bool) -> tuple:
+        runner = CaseRunner(PROTOCOL, "127.0.0.1", dnp3_outstation, timeout=2.0, silence_timeout=0.5)
+        runner.sync = PROTOCOL.sync_request() if sync else None
+        try:
+            await runner.run(TestCase(1, "boundary", (read,), "read_class_0", "first"))
+            conn = runner.conn
+            started = time.perf_counter()
+            dropped = await runner.run(TestCase(2, "boundary", (elsewhere,), "read_class_0", "elsewhere"))
+            waited = time.perf_counter() - started
+            kept = runner.conn is conn
+            after = await runner.run(TestCase(3, "boundary", (read,), "read_class_0", "next"))
+            return dropped, waited, kept, after
+        finally:
+            runner.drop()
+
+    dropped, waited, kept, after = asyncio.run(run(True))
+    assert dropped.kind is ReplyKind.NO_REPLY and dropped.expected_silence and "right behind it was answered" in dropped.detail
+    assert waited < 0.25 and kept  # not the 0.5 s silence timeout, and no new association
+    assert after.kind is ReplyKind.NORMAL
+    dropped, waited, kept, _ = asyncio.run(run(False))
+    assert dropped.kind is ReplyKind.NO_REPLY and waited >= 0.5 and not kept  # without it: the full wait, a new association

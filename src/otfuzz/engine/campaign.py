@@ -455,6 +455,8 @@ class Campaign:
         runner.silence = self.silence  # (replays in investigations always wait in full)
         # a fresh connection ready for the next case that needs one, where a second may stand beside it
         runner.spares = self.silence is not None and connection_oriented(self.protocol) and not self.protocol.single_association
+        # a cheap valid request right behind a frame that may be dropped: its answer ends the wait
+        runner.sync = self.protocol.sync_request() if self.silence is not None else None
         self._runners.append(runner)
         ahead: deque[TestCase] = deque()  # generated, ids reserved, in id order
 

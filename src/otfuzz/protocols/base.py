@@ -120,6 +120,24 @@ class Session(ABC):
         """Bytes received that never formed a complete frame (shown in malformed-reply records)."""
         return bytes(self._buffer)
 
+    # A sync request (`Protocol.sync_request`) goes right behind a frame the target may drop,
+    # before that frame's answer; only the session can tell the two answers apart, by the
+    # sequence numbers it gave them.
+
+    def prepare_sync(self, frame: bytes) -> bytes | None:
+        """Prepare the sync request to follow the frame just prepared, both answers awaited in
+        order. None: not now (the answers could not be told apart); the default."""
+        return None
+
+    def is_sync_reply(self, reply: bytes) -> bool:
+        """True when `reply` answers the sync request, not the frame before it."""
+        return False
+
+    def late_answers(self) -> list[bytes]:
+        """Answers to a frame whose silence its sync answer had proven, that came after all (taken
+        once): out of order, they belong to that frame's case."""
+        return []
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -351,7 +369,8 @@ class Protocol(ABC):
 
     def sync_request(self) -> bytes | None:
         """A cheap valid request that may follow a possibly dropped frame on the same connection
-        and whose answer is told apart from any answer to that frame (`is_sync_reply`): its
+        and whose answer is told apart from any answer to that frame (by the session:
+        `Session.prepare_sync`; `is_sync_reply` here where the answer's content tells): its
         answer proves the frame before it went unanswered. None: the protocol cannot do this
         (no in-order replies, or no way to tell the answers apart)."""
         return None

@@ -606,6 +606,10 @@ class DNP3Session(Session):
         self._response: list[bytes] = []  # frames of the fragments of a multi-fragment response
         self._replies: list[bytes] = []
         self._stray = bytearray()
+        self._before: int | None = None  # sequence of the frame a sync request follows, still unanswered
+        self._sync: int | None = None  # sequence of the sync request
+        self._dropped: int | None = None  # sequence of a frame its sync answer proved unanswered
+        self._late: list[bytes] = []
 
     # -- outgoing ---------------------------------------------------------------------------
 
@@ -656,7 +660,35 @@ class DNP3Session(Session):
         self._awaited.update(awaited)  # a reused sequence number forgets what it owed before
         self._awaiting_link = awaiting_link
         self._next_fragment = None
+        self._before = self._sync = None
         return bytes(out)
+
+    SYNC_OFFSET = 8
+    """Application sequence numbers between a frame and its sync request: a multi-fragment
+    answer to the frame counts up from the frame's own, and must not meet the sync's."""
+
+    def prepare_sync(self, frame: bytes) -> bytes | None:
+        before = self._expected
+        if before is None or before == _ANY or self._awaiting_link:
+            return None  # nothing to tell apart: the frame expects no response, or any response
+        self.application_seq = (before + self.SYNC_OFFSET) & 0x0F
+        out = self.prepare(frame)
+        self._before, self._sync, self._dropped = before, self._expected, None
+        self.application_seq = (before + 1) & 0x0F  # the next request follows the frame, not the sync
+        return out
+
+    def is_sync_reply(self, reply: bytes) -> bool:
+        seq = _response_seq(reply)
+        if seq is None or seq != self._sync:
+            return False
+        if self._before is not None:  # the frame before went unanswered: a late answer to it is its own
+            self._dropped, self._before = self._before, None
+        self._sync = None
+        return True
+
+    def late_answers(self) -> list[bytes]:
+        late, self._late = self._late, []
+        return late
 
     def _confirm(self, sequence: int, unsolicited: bool) -> None:
         """Queue an application CONFIRM of the response (or unsolicited response) `sequence`."""
@@ -755,10 +787,21 @@ class DNP3Session(Session):
             self._confirm(seq, unsolicited=False)
         if self._next_fragment is not None and seq == self._next_fragment:
             pass  # the next fragment of the response being collected
+        elif self._before is not None and seq == self._before:
+            self._before = None  # the answer to the frame a sync request follows, before the sync's
+            if self._awaited.get(seq):
+                self._awaited[seq] -= 1
         elif self._expected is not None and (self._expected == _ANY or seq == self._expected):
             self._expected = None
             if self._awaited.get(seq):
                 self._awaited[seq] -= 1
+        elif self._dropped is not None and seq == self._dropped and control & AC_FIN:
+            self._dropped = None  # an answer after the sync's to a frame proven unanswered: its own
+            if self._awaited.get(seq):
+                self._awaited[seq] -= 1
+            if len(self._late) < 8:
+                self._late.append(b"".join(frames))
+            return
         elif self._awaited.get(seq):
             self._awaited[seq] -= 1  # a late or second answer to an earlier request fragment
             return
@@ -772,6 +815,13 @@ class DNP3Session(Session):
             self._next_fragment = None
         else:
             self._next_fragment = (seq + 1) & 0x0F
+
+
+def _response_seq(reply: bytes) -> int | None:
+    """The application sequence number of a response (its first frame's first segment)."""
+    if len(reply) < HEADER_SIZE + 3 or reply[:2] != b"\x05\x64":
+        return None
+    return reply[HEADER_SIZE + 1] & 0x0F
 
 
 # -- the protocol ---------------------------------------------------------------------------
@@ -837,6 +887,13 @@ class DNP3(Protocol):
         return {"control_code": codes, **{f"qualifier{n}": qualifiers for n in ("", "_2", "_3")}, "qualifier": qualifiers,
                 "function": sorted(k for k in FUNCTIONS if k < RESPONSE), "op_count": [0, 1, 255],
                 "status": sorted(CONTROL_STATUS)}
+
+    def sync_request(self) -> bytes | None:
+        """The health probe's class 0 read: an application request, so its answer proves the
+        application layer was done with the frame before it (a link status answer would not:
+        the link layer answers while the application may still be working). The session tells
+        the two answers apart by their sequence numbers."""
+        return self._probe.frame
 
     def stress_flood(self) -> tuple[bytes, str] | None:
         """Link-layer REQUEST_LINK_STATUS (fc 9): answered below the application layer."""

@@ -89,6 +89,35 @@ class Wire:
             return Exchange("timeout", None, 0.0)
         return await self._await(timeout, start, meanwhile is not None)
 
+    async def exchange_synced(self, frame: bytes, sync: bytes, timeout: float,
+                              meanwhile: Callable[[], object] | None = None) -> tuple[Exchange, bool | None]:
+        """Send `frame` and, right behind it, a sync request (`Session.prepare_sync`); then wait up
+        to `timeout` for the frame's answer or the sync's. Returns the frame's exchange and
+        whether the stream is in step: True when the sync's answer came (after the frame's, or
+        instead of it: the exchange is then a "timeout" the sync answer proved, timed by it),
+        False when it did not come within `timeout`, None when the session sent no sync."""
+        start = time.perf_counter()
+        if self.lost is not None:
+            return Exchange(self.lost, None, 0.0), None
+        self.replies.clear()
+        data = self.session.prepare(frame)
+        follow = self.session.prepare_sync(sync)
+        self.send(data + (follow or b""))
+        if meanwhile is not None:
+            meanwhile()
+        first = await self._await(timeout, start, meanwhile is not None)
+        if follow is None:
+            return first, None
+        if first.outcome != "reply":
+            return first, False
+        assert first.reply is not None
+        if self.session.is_sync_reply(first.reply):
+            return Exchange("timeout", None, first.latency), True
+        if self.replies:  # (both answers came in one segment)
+            return first, self.session.is_sync_reply(self.replies.pop(0))
+        second = await self._await(timeout, time.perf_counter(), False)
+        return first, second.outcome == "reply" and second.reply is not None and self.session.is_sync_reply(second.reply)
+
     async def exchange_many(self, frames: list[bytes], timeout: float,
                             meanwhile: Callable[[], object] | None = None) -> tuple[list[tuple[bytes, float]], float]:
         """Send frames back to back, before any answer (pipelining), and collect the complete
@@ -225,6 +254,15 @@ class Connection:
         """Send one frame and wait for one complete reply, the timeout, or the end of the connection
         (`meanwhile`: see Wire.exchange)."""
         return await self._wire.exchange(frame, timeout, expect_reply, meanwhile)
+
+    async def exchange_synced(self, frame: bytes, sync: bytes, timeout: float,
+                              meanwhile: Callable[[], object] | None = None) -> tuple[Exchange, bool | None]:
+        """A frame and a sync request right behind it (see Wire.exchange_synced)."""
+        return await self._wire.exchange_synced(frame, sync, timeout, meanwhile)
+
+    def late_answers(self) -> list[bytes]:
+        """Answers that came after their sync answer (see Session.late_answers)."""
+        return self._wire.session.late_answers()
 
     async def exchange_many(self, frames: list[bytes], timeout: float,
                             meanwhile: Callable[[], object] | None = None) -> tuple[list[tuple[bytes, float]], float]:
