@@ -165,6 +165,7 @@ def test_a_valid_request_type_a_healthy_target_never_answers_costs_one_short_wai
     results = run_against_faulty(tmp_path, "ignore:4", cases=400, extra=("--recovery-timeout", "6", "--no-confirm"))
     assert results["totals"]["cases"] == 400
     assert results["campaign"]["fuzzing_s"] < 4.0  # waiting out one grace window alone would take 6 s
-    assert not [a for a in results["anomalies"] if a["class"] in ("slow-reply", "hang", "crash", "unresponsive-after")]
+    # never answered is not answered late: no finding for it (a loaded machine may slow other answers)
+    assert not [f for f in results["findings"] if f["request_type"] == "read_input_registers"]
     silent = [e for e in results["events"] if e["kind"] == "silent"]
     assert len(silent) == 1 and silent[0]["detail"].startswith("read_input_registers:")

@@ -587,10 +587,12 @@ class Campaign:
         self._cases_done += 1
         if outcome.kind not in (ReplyKind.NO_REPLY, ReplyKind.CLOSED):
             self._silent = 0
-        elif not outcome.expected_silence:  # a drop the target always makes is no sign it stopped serving
-            self._silent += 1
+        elif not (outcome.expected_silence or outcome.synced):  # a drop the target always makes, or one it
+            self._silent += 1                                     # answered the next request after: it serves
         slow = outcome.kind in ANSWERED and outcome.latency > self.slow_threshold
-        suspicious, candidate = first_look(outcome.kind, outcome.request_valid, self._silent, slow=slow)
+        # a valid request left unanswered while the one right behind it was answered needs no probe:
+        # that answer shows the target serving (the case's own silence is recorded as such)
+        suspicious, candidate = first_look(outcome.kind, outcome.request_valid and not outcome.synced, self._silent, slow=slow)
         if self.process is not None and self.process.poll() is not None:
             suspicious = True
         late = runner.late_replies() if runner.has_late else []

@@ -15,10 +15,8 @@ waited for: its connection is parked for the usual silence wait (a "quiet" park,
 comes is read, judged and attributed to its own case (`LateReply.quiet`). Where a second
 connection may stand beside the first (`spares`), the next fresh connection is opened, handshake
 and all, while the current case runs. Where the session can tell their answers apart (DNP3,
-by sequence number), a faulty frame is followed at once by the protocol's sync request
-(`runner.sync`): its answer proves the frame unanswered within a round trip, on a stream still
-in step, so the association goes on; an answer that comes after it is recorded against the
-frame's case. Where requests carry ids (Modbus), `run_window` sends several cases at once.
+by sequence number), a frame that may be dropped is followed at once by the protocol's sync
+request (`runner.sync`): its answer proves the frame unanswered within a round trip. Where requests carry ids (Modbus), `run_window` sends several cases at once.
 """
 
 from __future__ import annotations
@@ -50,6 +48,7 @@ class CaseOutcome:
     framed: bool = True  # the frame is exactly one frame by the protocol's own framing
     close_allowed: bool = False  # the protocol lets the target end the connection after this request
     expected_silence: bool = False  # unanswered, like every frame breaking one of its rules so far (SilenceBook)
+    synced: bool = False  # unanswered, while the request sent right behind it was answered: the target serves
 
     @property
     def request_valid(self) -> bool:
@@ -174,9 +173,8 @@ class CaseRunner:
         self.spares = False
         self._spare: asyncio.Task[Connection] | None = None
         # The protocol's sync request, sent right behind a frame that may be dropped (set by the
-        # campaign: never for fragile targets), and the last case whose silence it proved.
+        # campaign: never for fragile targets).
         self.sync: bytes | None = None
-        self._synced: tuple[Connection, TestCase | None, bytes, int, float] | None = None
 
     async def connect(self, opening: bool = True) -> Connection:
         if not opening:  # a case about the state before the handshake gets a connection of its own
@@ -217,7 +215,6 @@ class CaseRunner:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
-        self._synced = None
         spare, self._spare = self._spare, None
         if spare is not None:
             if spare.done() and not spare.cancelled() and spare.exception() is None:
@@ -227,16 +224,8 @@ class CaseRunner:
         self._harvest(close_all=True)
 
     def late_replies(self) -> list[LateReply]:
-        """Late answers that arrived on parked connections (expired ones are closed), and one that
-        came after its sync answer."""
+        """Late answers that arrived on parked connections; expired ones are closed."""
         self._harvest(close_all=False)
-        if self._synced is not None:
-            conn, case, frame, index, sent = self._synced
-            for reply in conn.late_answers():
-                self._synced = None
-                verdict = self.protocol.classify(frame, reply)
-                self._late.append(LateReply(case, frame, reply, time.perf_counter() - sent, verdict.kind, verdict.detail,
-                                            sent, index, quiet=True))
         found, self._late = self._late, []
         return found
 
@@ -259,7 +248,7 @@ class CaseRunner:
 
     @property
     def has_late(self) -> bool:
-        return bool(self.parked or self.quiet or self._late or self._synced)
+        return bool(self.parked or self.quiet or self._late)
 
     def _harvest(self, close_all: bool) -> None:
         if self.parked:
@@ -366,9 +355,10 @@ class CaseRunner:
                     quick = expected and self.conn is conn and not protocol.single_association and self._quiet_room()
             sent = time.perf_counter()
             in_step: bool | None = None
-            if (self.sync is not None and not quick and wait < self.timeout and protocol.expects_reply(frame)
+            if (self.sync is not None and not quick and (wait < self.timeout or self.grace == 0) and protocol.expects_reply(frame)
                     and conn.reuse == REUSE_STREAM and protocol.frame_length(frame) in (None, len(frame))):
-                # the sync request right behind it: its answer ends the wait for a dropped frame
+                # The sync request right behind it: its answer ends the wait for a dropped frame;
+                # for a valid request too where no connection may be parked to catch a late answer.
                 exchange, in_step = await conn.exchange_synced(frame, self.sync, wait, meanwhile)
             else:
                 exchange = await conn.exchange(frame, min(wait, QUICK_WAIT) if quick else wait, protocol.expects_reply(frame),
@@ -391,12 +381,13 @@ class CaseRunner:
                 elif exchange.outcome == "timeout" and not exchange.leftover:
                     self.silence.note(kinds, answered=False)  # type: ignore[union-attr]
             if in_step and exchange.outcome == "timeout":
-                # Dropped: the request sent right behind it was answered first, on a stream in step,
-                # so the connection goes on; an answer that still comes is recorded against this case.
-                self._synced = (conn, self._case, frame, index, sent)
+                # Dropped: the request sent right behind it was answered first. The connection is
+                # replaced all the same, as after any silence: kept, it would carry on a state (an
+                # outstation's learned master) that a replay of the case, without the sync, never meets.
+                self._out_of_step()
                 problems = tuple(checked + protocol.may_reject(frame))
                 return CaseOutcome(ReplyKind.NO_REPLY, "no answer (the request sent right behind it was answered)", None,
-                                   exchange.latency, index, problems, True, expected_silence=True)
+                                   exchange.latency, index, problems, True, synced=True)
             if in_step is False and exchange.outcome == "reply":
                 self._out_of_step()  # answered, but the sync request was not: the stream is not in step
             if exchange.outcome == "reply":
@@ -541,7 +532,6 @@ class CaseRunner:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
-        self._synced = None
 
 
 def _retrieved(task: asyncio.Task[Connection]) -> None:

@@ -133,11 +133,6 @@ class Session(ABC):
         """True when `reply` answers the sync request, not the frame before it."""
         return False
 
-    def late_answers(self) -> list[bytes]:
-        """Answers to a frame whose silence its sync answer had proven, that came after all (taken
-        once): out of order, they belong to that frame's case."""
-        return []
-
 
 @dataclass(frozen=True)
 class Probe:

@@ -608,8 +608,7 @@ class DNP3Session(Session):
         self._stray = bytearray()
         self._before: int | None = None  # sequence of the frame a sync request follows, still unanswered
         self._sync: int | None = None  # sequence of the sync request
-        self._dropped: int | None = None  # sequence of a frame its sync answer proved unanswered
-        self._late: list[bytes] = []
+        self._foreign = False  # the last frame prepared came from another address than the master's
 
     # -- outgoing ---------------------------------------------------------------------------
 
@@ -622,12 +621,14 @@ class DNP3Session(Session):
         expected: int | None = None
         awaited: dict[int, int] = {}
         awaiting_link = framed = user_data = False
+        self._foreign = False  # sent from another address than the master's
         pos = 0
         while True:
             link = _read_frame(out, pos)
             if link is None:
                 break
             framed = True
+            self._foreign = self._foreign or link.source != self.master
             if link.primary and link.function in (CONFIRMED_USER_DATA, UNCONFIRMED_USER_DATA) and link.user_data:
                 user_data = True
                 at = pos + HEADER_SIZE
@@ -668,12 +669,16 @@ class DNP3Session(Session):
     answer to the frame counts up from the frame's own, and must not meet the sync's."""
 
     def prepare_sync(self, frame: bytes) -> bytes | None:
+        """None behind a frame that expects no response or any response (nothing to tell apart),
+        and behind one from another source address: an outstation may take that source for its
+        master, and the sync, from the master, would undo what the case did (the replay of the
+        case, which carries no sync, would then meet another outstation)."""
         before = self._expected
-        if before is None or before == _ANY or self._awaiting_link:
-            return None  # nothing to tell apart: the frame expects no response, or any response
+        if before is None or before == _ANY or self._awaiting_link or self._foreign:
+            return None
         self.application_seq = (before + self.SYNC_OFFSET) & 0x0F
         out = self.prepare(frame)
-        self._before, self._sync, self._dropped = before, self._expected, None
+        self._before, self._sync = before, self._expected
         self.application_seq = (before + 1) & 0x0F  # the next request follows the frame, not the sync
         return out
 
@@ -681,14 +686,8 @@ class DNP3Session(Session):
         seq = _response_seq(reply)
         if seq is None or seq != self._sync:
             return False
-        if self._before is not None:  # the frame before went unanswered: a late answer to it is its own
-            self._dropped, self._before = self._before, None
-        self._sync = None
+        self._before = self._sync = None  # (a late answer to the frame before is an earlier one's: dropped)
         return True
-
-    def late_answers(self) -> list[bytes]:
-        late, self._late = self._late, []
-        return late
 
     def _confirm(self, sequence: int, unsolicited: bool) -> None:
         """Queue an application CONFIRM of the response (or unsolicited response) `sequence`."""
@@ -795,13 +794,6 @@ class DNP3Session(Session):
             self._expected = None
             if self._awaited.get(seq):
                 self._awaited[seq] -= 1
-        elif self._dropped is not None and seq == self._dropped and control & AC_FIN:
-            self._dropped = None  # an answer after the sync's to a frame proven unanswered: its own
-            if self._awaited.get(seq):
-                self._awaited[seq] -= 1
-            if len(self._late) < 8:
-                self._late.append(b"".join(frames))
-            return
         elif self._awaited.get(seq):
             self._awaited[seq] -= 1  # a late or second answer to an earlier request fragment
             return

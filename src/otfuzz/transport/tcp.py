@@ -260,10 +260,6 @@ class Connection:
         """A frame and a sync request right behind it (see Wire.exchange_synced)."""
         return await self._wire.exchange_synced(frame, sync, timeout, meanwhile)
 
-    def late_answers(self) -> list[bytes]:
-        """Answers that came after their sync answer (see Session.late_answers)."""
-        return self._wire.session.late_answers()
-
     async def exchange_many(self, frames: list[bytes], timeout: float,
                             meanwhile: Callable[[], object] | None = None) -> tuple[list[tuple[bytes, float]], float]:
         """Several frames in flight at once (see Wire.exchange_many)."""
