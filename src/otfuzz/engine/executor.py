@@ -16,7 +16,8 @@ comes is read, judged and attributed to its own case (`LateReply.quiet`). Where 
 connection may stand beside the first (`spares`), the next fresh connection is opened, handshake
 and all, while the current case runs. Where the session can tell their answers apart (DNP3,
 by sequence number), a frame that may be dropped is followed at once by the protocol's sync
-request (`runner.sync`): its answer proves the frame unanswered within a round trip. Where requests carry ids (Modbus), `run_window` sends several cases at once.
+request (`runner.sync`): its answer proves the frame unanswered within a round trip. Where
+requests carry ids (Modbus), `run_window` sends several cases at once.
 """
 
 from __future__ import annotations
@@ -506,8 +507,7 @@ class CaseRunner:
             if checked and self.silence is not None:
                 self.silence.note(self.silence.kinds(frame), answered=True)
             outcomes.append(CaseOutcome(kind, detail, reply, max(0.0, arrived - max(sent, previous)), 0, problems))
-            previous = arrived
-            self.history.append(case)
+            previous = arrived  # (the caller puts each case in `history` as it judges it)
             if kind is ReplyKind.MALFORMED or not protocol.keeps_connection(frame, reply):
                 clean = False  # what follows on this stream may not be what it seems
                 break
