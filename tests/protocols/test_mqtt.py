@@ -707,3 +707,11 @@ def test_packets_after_a_disconnect_may_go_unanswered() -> None:
     frame = template(V4, "disconnect").encode() + template(V4, "pingreq").encode()
     assert V4.check_request(frame) == []
     assert V4.may_reject(frame) == ["packet 2 after DISCONNECT: the broker may have closed the connection"]
+
+
+def test_an_undefined_reason_code_from_the_client_is_one_the_broker_may_refuse_not_a_broken_rule() -> None:
+    # PUBCOMP may carry only 0x00 or 0x92; 0x99 (Payload format invalid) belongs to PUBACK and PUBREC
+    pubcomp = bytes.fromhex("700400409900")
+    assert V5.check_request(pubcomp) == []
+    assert V5.may_reject(pubcomp) == ["reason_code=153 is not a reason code of PUBCOMP"]
+    assert V5.may_reject(bytes.fromhex("700400409200")) == []  # 0x92: packet identifier not found

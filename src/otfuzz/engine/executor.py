@@ -334,14 +334,16 @@ class CaseRunner:
                 # the frame before ended the connection (it expected no answer): the case ends there
                 self.drop_current()
                 before = frames[index - 1]
+                # (or after anything the target may refuse that went over it before: see close_excused)
                 return CaseOutcome(ReplyKind.CLOSED, "connection ended", None, 0.0, index - 1,
                                    tuple(protocol.check_request(before) + protocol.may_reject(before)),
-                                   close_allowed=not protocol.keeps_connection(before, b""))
+                                   close_allowed=conn.close_excused or not protocol.keeps_connection(before, b""))
             wait = self.timeout
             excused = conn.close_excused
             checked = protocol.check_request(frame)  # (pure: once per frame)
             broken = bool(checked)
-            if broken or protocol.frame_length(frame) not in (None, len(frame)) or not protocol.keeps_connection(frame, b""):
+            if (broken or protocol.frame_length(frame) not in (None, len(frame)) or not protocol.keeps_connection(frame, b"")
+                    or (not conn.close_excused and protocol.may_reject(frame))):
                 conn.close_excused = True
             # Silence is only recorded as a violation after the full timeout: a request the
             # specification says must be answered even when wrong never gets the short wait.

@@ -716,16 +716,17 @@ def _parse_ack(r: _Reader, out: Parsed, client: bool) -> None:
     if out.packet_id == 0:
         out.problems.append("packet_id=0 is not allowed")
     if out.version == 5 and r.left():
-        # an undefined reason code from a client is a sender's fault the broker may ignore
-        _reason(r, out, REASONS_BY_PACKET[out.packet.type] if not client else frozenset(range(256)))
+        # an undefined reason code from a client is a sender's fault the broker may ignore, or
+        # refuse: a note, not a broken rule
+        _reason(r, out, REASONS_BY_PACKET[out.packet.type], note=client)
         if r.left():
             out.properties = _read_properties(r, out.packet.name)
 
 
-def _reason(r: _Reader, out: Parsed, allowed: frozenset[int]) -> None:
+def _reason(r: _Reader, out: Parsed, allowed: frozenset[int], note: bool = False) -> None:
     code = out.reason_code = r.integer("reason_code", 1)
     if code not in allowed:
-        out.problems.append(f"reason_code={code} is not a reason code of {out.packet.name}")
+        (out.notes if note else out.problems).append(f"reason_code={code} is not a reason code of {out.packet.name}")
 
 
 def _identified(r: _Reader, out: Parsed) -> None:
