@@ -72,13 +72,14 @@ def test_a_window_left_partly_unanswered_gives_back_only_the_answered_run_from_i
     assert conn is None  # out of step after an incomplete window: the next case gets a fresh connection
 
 
-def test_frames_without_an_id_of_their_own_go_alone() -> None:
+def test_faulty_frames_and_frames_without_an_id_of_their_own_go_alone() -> None:
     protocol = ModbusTCP()
     runner = CaseRunner(protocol, "127.0.0.1", 1, timeout=1.0)
     assert runner.can_pipeline(_read(7), [_read(8)])
     assert not runner.can_pipeline(_read(7), [_read(7)])  # the same transaction id twice: replies could not be told apart
     assert not runner.can_pipeline(bytes.fromhex("000700010006010300000001"), [])  # foreign protocol id
     assert not runner.can_pipeline(_read(7)[:-1], [])  # length field past the bytes sent
+    assert not runner.can_pipeline(_read(7)[:-2] + b"\x00\x00", [])  # quantity 0: a faulty frame goes alone
 
 
 def _campaign(tmp_path: Path, port: int, **options: object) -> tuple[Campaign, EvidenceStore]:

@@ -458,16 +458,17 @@ class CaseRunner:
         raise AssertionError("a case has at least one frame")
 
     def can_pipeline(self, frame: bytes, with_frames: list[bytes]) -> bool:
-        """True when `frame` may go out in one pipelined window with `with_frames`: one frame with
-        a request id none of them has, answered on the connection it came on, and not of a kind
-        the target always drops (that one goes alone: see otfuzz.engine.silence)."""
+        """True when `frame` may go out in one pipelined window with `with_frames`: a valid request
+        with an id none of them has, answered on the connection it came on. A faulty frame
+        always goes alone: it is the one that may stall or kill the target, and in a window
+        neither the blame nor the resend of what the window left unanswered would be clean (a
+        truncated write that stalls faulty_modbus.py, sent twice, stalled it twice)."""
         protocol = self.protocol
         request_id = protocol.request_id(frame)
-        if (request_id is None or any(protocol.request_id(other) == request_id for other in with_frames)
-                or not protocol.expects_reply(frame) or not protocol.needs_opening(frame)
-                or not protocol.keeps_connection(frame, b"") or (not self.loopback and protocol.loopback_only(frame))):
-            return False
-        return self.silence is None or not self.silence.learned(self.silence.kinds(frame))
+        return not (request_id is None or any(protocol.request_id(other) == request_id for other in with_frames)
+                    or not protocol.expects_reply(frame) or not protocol.needs_opening(frame)
+                    or not protocol.keeps_connection(frame, b"") or (not self.loopback and protocol.loopback_only(frame))
+                    or protocol.check_request(frame))
 
     async def run_window(self, cases: list[TestCase], meanwhile: Callable[[], object] | None = None) -> list[CaseOutcome]:
         """Send single-frame cases back to back on one connection and match the replies by request
@@ -506,8 +507,6 @@ class CaseRunner:
                 kind, detail = ReplyKind.SPEC_VIOLATION, "answered normally: " + "; ".join(problems)
             elif kind is not ReplyKind.NORMAL:
                 problems = ()
-            if checked and self.silence is not None:
-                self.silence.note(self.silence.kinds(frame), answered=True)
             outcomes.append(CaseOutcome(kind, detail, reply, max(0.0, arrived - max(sent, previous)), 0, problems))
             previous = arrived  # (the caller puts each case in `history` as it judges it)
             if kind is ReplyKind.MALFORMED or not protocol.keeps_connection(frame, reply):
