@@ -12,7 +12,7 @@ from pathlib import Path
 
 from otfuzz.engine.campaign import Campaign, CampaignConfig
 from otfuzz.engine.cases import TestCase
-from otfuzz.engine.executor import CaseRunner, LateReply
+from otfuzz.engine.executor import CaseOutcome, CaseRunner, LateReply
 from otfuzz.engine.silence import LEARN_AFTER, SilenceBook
 from otfuzz.protocols.base import ReplyKind
 from otfuzz.protocols.modbus import ModbusTCP
@@ -21,6 +21,17 @@ from otfuzz.store.evidence import EvidenceStore
 
 INPUTS_QUANTITY_ZERO = bytes.fromhex("000700000006010400000000")  # fc 4, quantity 0: exception 3
 VALID_READ = bytes.fromhex("000800000006010300000001")
+
+
+def _run_alone(runner: CaseRunner, case: TestCase) -> CaseOutcome:
+    """One case on its own runner, whose connections are closed after it."""
+    async def run() -> CaseOutcome:
+        try:
+            return await runner.run(case)
+        finally:
+            runner.drop()
+
+    return asyncio.run(run())
 
 
 def _taught(protocol: ModbusTCP, frame: bytes) -> tuple[SilenceBook, tuple[str, ...]]:
@@ -65,14 +76,8 @@ def test_an_unlearned_kind_waits_the_silence_timeout_and_its_answer_ends_the_lea
     for _ in range(LEARN_AFTER - 1):
         book.note(key, answered=False)
 
-    async def run():
-        runner = CaseRunner(protocol, host, port, timeout=1.5, silence_timeout=0.8, silence=book)
-        try:
-            return await runner.run(TestCase(1, "boundary", (INPUTS_QUANTITY_ZERO,), "read_input_registers", "in time"))
-        finally:
-            runner.drop()
-
-    outcome = asyncio.run(run())
+    outcome = _run_alone(CaseRunner(protocol, host, port, timeout=1.5, silence_timeout=0.8, silence=book),
+                         TestCase(1, "boundary", (INPUTS_QUANTITY_ZERO,), "read_input_registers", "in time"))
     assert outcome.kind is ReplyKind.EXCEPTION and outcome.latency > 0.35  # waited, and was answered in time
     book.note(key, answered=False)
     assert not book.learned(key)
@@ -198,14 +203,6 @@ def test_a_drop_the_target_always_makes_is_marked_expected_and_is_not_parked_on_
     waited, waited_s, none_quiet = asyncio.run(run(True))
     assert parked.kind is ReplyKind.NO_REPLY and parked.expected_silence and quiet == 1 and parked_s < 0.1
     assert waited.kind is ReplyKind.NO_REPLY and waited.expected_silence and none_quiet == 0 and waited_s >= 0.2
-    fresh = SilenceBook(protocol)
-
-    async def untaught() -> object:
-        runner = CaseRunner(protocol, host, port, timeout=1.0, silence_timeout=0.05, silence=fresh)
-        try:
-            return await runner.run(TestCase(2, "structural", (FOREIGN_PROTOCOL_WRITE,), "write_single_register", "first drop"))
-        finally:
-            runner.drop()
-
-    first = asyncio.run(untaught())
+    first = _run_alone(CaseRunner(protocol, host, port, timeout=1.0, silence_timeout=0.05, silence=SilenceBook(protocol)),
+                       TestCase(2, "structural", (FOREIGN_PROTOCOL_WRITE,), "write_single_register", "first drop"))
     assert first.kind is ReplyKind.NO_REPLY and not first.expected_silence  # the first drops still count as silence

@@ -471,11 +471,12 @@ class CaseRunner:
                     or protocol.check_request(frame))
 
     async def run_window(self, cases: list[TestCase], meanwhile: Callable[[], object] | None = None) -> list[CaseOutcome]:
-        """Send single-frame cases back to back on one connection and match the replies by request
-        id (they may come in any order). Speculative: the outcomes returned are those of the
-        longest run of cases, from the first, that each got an answer within the silence timeout;
-        the caller runs the rest alone, through `run`, where silence, late answers and closes are
-        judged as always. After a window that did not end cleanly the connection is replaced.
+        """Send single-frame cases, each one `can_pipeline` allows, back to back on one connection
+        and match the replies by request id (they may come in any order). Speculative: the
+        outcomes returned are those of the longest run of cases, from the first, that each got an
+        answer within the silence timeout; the caller runs the rest alone, through `run`, where
+        silence, late answers and closes are judged as always. After a window that did not end
+        cleanly the connection is replaced.
 
         A case's latency is timed from when the target could start on it: the later of the
         window's write and the previous case's answer."""
@@ -500,14 +501,9 @@ class CaseRunner:
             if index not in answers:
                 break
             reply, arrived = answers[index]
-            checked = protocol.check_request(frame)
-            verdict = protocol.classify(frame, reply)
-            kind, detail, problems = verdict.kind, verdict.detail, tuple(checked)
-            if kind is ReplyKind.NORMAL and problems:
-                kind, detail = ReplyKind.SPEC_VIOLATION, "answered normally: " + "; ".join(problems)
-            elif kind is not ReplyKind.NORMAL:
-                problems = ()
-            outcomes.append(CaseOutcome(kind, detail, reply, max(0.0, arrived - max(sent, previous)), 0, problems))
+            verdict = protocol.classify(frame, reply)  # (a valid request: no rule to find broken)
+            kind = verdict.kind
+            outcomes.append(CaseOutcome(kind, verdict.detail, reply, max(0.0, arrived - max(sent, previous)), 0))
             previous = arrived  # (the caller puts each case in `history` as it judges it)
             if kind is ReplyKind.MALFORMED or not protocol.keeps_connection(frame, reply):
                 clean = False  # what follows on this stream may not be what it seems

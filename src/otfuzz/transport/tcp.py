@@ -81,10 +81,7 @@ class Wire:
         start = time.perf_counter()
         if self.lost is not None:
             return Exchange(self.lost, None, 0.0)
-        self.replies.clear()  # a late reply to an earlier request must not be taken for this one
-        self.send(self.session.prepare(frame))
-        if meanwhile is not None:
-            meanwhile()
+        self._write(self.session.prepare(frame), meanwhile)
         if not expect_reply:
             return Exchange("timeout", None, 0.0)
         return await self._await(timeout, start, meanwhile is not None)
@@ -99,12 +96,9 @@ class Wire:
         start = time.perf_counter()
         if self.lost is not None:
             return Exchange(self.lost, None, 0.0), None
-        self.replies.clear()
         data = self.session.prepare(frame)
         follow = self.session.prepare_sync(sync)
-        self.send(data + (follow or b""))
-        if meanwhile is not None:
-            meanwhile()
+        self._write(data + (follow or b""), meanwhile)
         first = await self._await(timeout, start, meanwhile is not None)
         if follow is None:
             return first, None
@@ -127,11 +121,7 @@ class Wire:
         start = time.perf_counter()
         if self.lost is not None:
             return [], start
-        self.replies.clear()
-        self.send(b"".join(self.session.prepare(frame) for frame in frames))
-        if meanwhile is not None:
-            meanwhile()
-        loop = asyncio.get_running_loop()
+        self._write(b"".join(self.session.prepare(frame) for frame in frames), meanwhile)
         got: list[tuple[bytes, float]] = []
         deadline = start + timeout
         while len(got) < len(frames):
@@ -140,14 +130,7 @@ class Wire:
             remaining = deadline - time.perf_counter()
             if len(got) == len(frames) or self.lost is not None or remaining <= 0:
                 break
-            waiter: asyncio.Future[bytes | None] = loop.create_future()
-            self.waiter = waiter
-            handle = loop.call_later(remaining, _expire, waiter)
-            try:
-                reply = await waiter
-            finally:
-                handle.cancel()
-                self.waiter = None
+            reply = await self._next_reply(remaining)
             if reply is not None:
                 got.append((reply, self.arrived))
         return got, start
@@ -161,16 +144,26 @@ class Wire:
             return Exchange(self.lost, None, time.perf_counter() - start, self.session.leftover())
         return await self._await(timeout, start, True)
 
-    async def _await(self, timeout: float, start: float, late_arrival: bool) -> Exchange:
+    def _write(self, data: bytes, meanwhile: Callable[[], object] | None) -> None:
+        self.replies.clear()  # a late reply to an earlier request must not be taken for this one
+        self.send(data)
+        if meanwhile is not None:
+            meanwhile()
+
+    async def _next_reply(self, timeout: float) -> bytes | None:
+        """The next complete reply within `timeout` (None: the timeout or the end of the connection)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bytes | None] = loop.create_future()
         self.waiter = waiter
         handle = loop.call_later(timeout, _expire, waiter)
         try:
-            reply = await waiter
+            return await waiter
         finally:
             handle.cancel()
             self.waiter = None
+
+    async def _await(self, timeout: float, start: float, late_arrival: bool) -> Exchange:
+        reply = await self._next_reply(timeout)
         latency = time.perf_counter() - start
         if reply is not None:
             if late_arrival:
