@@ -505,11 +505,14 @@ def test_a_sync_request_gets_its_own_sequence_and_the_two_answers_are_told_apart
     assert session.next_reply() is None  # never taken for the next case's answer
 
 
-def test_no_sync_follows_a_frame_whose_answer_could_not_be_told_apart() -> None:
+def test_no_sync_follows_a_link_request_or_a_frame_cut_short() -> None:
     session = DNP3Session(OUTSTATION, MASTER)
-    session.prepare(b"\x05\x64garbage")  # no request fragment: any response would answer it
+    session.prepare(b"\x05\x64garbage")  # the start of a header cut short
     assert session.prepare_sync(PROTOCOL.sync_request()) is None
     session.prepare(template("request_link_status").encode())  # a link-layer answer is awaited
+    assert session.prepare_sync(PROTOCOL.sync_request()) is None
+    read = template("read_class_0").encode()
+    session.prepare(read + read[:12])  # ends in a frame cut short: the outstation reads on into the sync
     assert session.prepare_sync(PROTOCOL.sync_request()) is None
 
 
@@ -550,9 +553,70 @@ def test_a_frame_the_real_outstation_drops_is_proven_unanswered_by_the_sync_answ
     assert dropped.kind is ReplyKind.NO_REPLY and not dropped.synced and waited >= 0.5 and replaced  # without it: the full wait
 
 
-def test_no_sync_follows_a_frame_from_another_source_since_it_would_undo_what_that_frame_taught() -> None:
+def test_a_sync_behind_a_frame_from_another_source_comes_from_that_source() -> None:
+    """From the master it would teach the outstation what the case did not (dnp3py learns its
+    master from a connection's first frame whose source is not 0)."""
     session = DNP3Session(OUTSTATION, MASTER)
     read = bytearray(template("read_class_0").encode())
-    read[6:8] = (0x8000).to_bytes(2, "little")  # source 32768: an outstation may take it for its master
+    read[6:8] = (0x8000).to_bytes(2, "little")  # source 32768
     session.prepare(PROTOCOL.repair(bytes(read)))
-    assert session.prepare_sync(PROTOCOL.sync_request()) is None
+    sync = session.prepare_sync(PROTOCOL.sync_request())
+    assert sync is not None
+    frames, rest = split_link_frames(sync)
+    assert not rest and [(f.source, f.destination, f.problems) for f in frames] == [(0x8000, OUTSTATION, ())]
+    session.prepare(template("read_class_0").encode())  # from the master: so is the sync
+    sync = session.prepare_sync(PROTOCOL.sync_request())
+    assert sync is not None and split_link_frames(sync)[0][0].source == MASTER
+
+
+def test_a_sync_follows_bytes_with_no_request_fragment_and_any_other_answer_is_theirs() -> None:
+    session = DNP3Session(OUTSTATION, MASTER)
+    garbage = bytearray(24)
+    garbage[11] = 8  # where a fragment's control octet would be: sequence 8, the sync's first choice
+    session.prepare(bytes(garbage))
+    sync = session.prepare_sync(PROTOCOL.sync_request())
+    assert sync is not None
+    sync_seq = sent_fragments(sync)[0][0] & 0x0F
+    assert sync_seq == 9  # not 8: a lenient outstation would answer the garbage with sequence 8
+    session.feed(outstation_frames(response(8)))  # the garbage's answer comes first
+    answer = session.next_reply()
+    assert answer is not None and not session.is_sync_reply(answer)
+    session.feed(outstation_frames(response(sync_seq), transport_seq=1))
+    sync_answer = session.next_reply()
+    assert sync_answer is not None and session.is_sync_reply(sync_answer)
+    assert session.application_seq == 0  # the garbage took no sequence number: the next request has it
+
+    session.prepare(bytes(garbage))  # dropped: the sync's answer comes alone
+    session.prepare_sync(PROTOCOL.sync_request())
+    session.feed(outstation_frames(response(sync_seq), transport_seq=2))
+    first = session.next_reply()
+    assert first is not None and session.is_sync_reply(first)
+
+
+@pytest.mark.integration
+def test_a_sync_never_changes_the_master_a_real_outstation_answers_a_later_frame_from(dnp3_outstation: int) -> None:
+    """dnp3py answered a read from source 1, sent after one from source 0, to the master when
+    the sync between them came from the master; the replay of the two reads (no sync) got the
+    answer addressed to source 1. The sync from the frame's own source changes nothing."""
+    import asyncio
+
+    from otfuzz.engine.cases import TestCase
+    from otfuzz.engine.executor import CaseRunner
+
+    def from_source(source: int) -> bytes:
+        read = bytearray(template("read_class_0").encode())
+        read[6:8] = source.to_bytes(2, "little")
+        return PROTOCOL.repair(bytes(read))
+
+    async def run(sync: bool) -> tuple[ReplyKind, str]:
+        runner = CaseRunner(PROTOCOL, "127.0.0.1", dnp3_outstation, timeout=2.0, silence_timeout=0.5)
+        runner.sync = PROTOCOL.sync_request() if sync else None
+        try:
+            await runner.run(TestCase(1, "boundary", (from_source(0),), "read_class_0", "source 0"))
+            outcome = await runner.run(TestCase(2, "boundary", (from_source(1),), "read_class_0", "source 1"))
+            return outcome.kind, outcome.detail
+        finally:
+            runner.drop()
+
+    with_sync, without = asyncio.run(run(True)), asyncio.run(run(False))
+    assert with_sync == without and "to 2" not in with_sync[1], (with_sync, without)

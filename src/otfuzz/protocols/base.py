@@ -55,7 +55,15 @@ class Template:
     code: int | None = None
 
     def encode(self, **overrides: Any) -> bytes:
-        return self.message.encode(dict(self.values), **overrides)
+        if overrides:
+            return self.message.encode(dict(self.values), **overrides)
+        # The valid encoding is built once: request labelling compares every frame with each
+        # template's (30 encodings a frame cost 0.9 ms for DNP3), and every case starts from one.
+        valid = self.__dict__.get("_valid")
+        if valid is None:
+            valid = self.message.encode(dict(self.values))
+            object.__setattr__(self, "_valid", valid)
+        return valid
 
 
 @dataclass(frozen=True)

@@ -608,7 +608,9 @@ class DNP3Session(Session):
         self._stray = bytearray()
         self._before: int | None = None  # sequence of the frame a sync request follows, still unanswered
         self._sync: int | None = None  # sequence of the sync request
-        self._foreign = False  # the last frame prepared came from another address than the master's
+        self._dangling = False  # ... ended in the start of a frame it does not complete
+        self._control_at: int | None = None
+        self._source = master  # the source address of the last link frame prepared
 
     # -- outgoing ---------------------------------------------------------------------------
 
@@ -621,14 +623,14 @@ class DNP3Session(Session):
         expected: int | None = None
         awaited: dict[int, int] = {}
         awaiting_link = framed = user_data = False
-        self._foreign = False  # sent from another address than the master's
+        source = self.master
         pos = 0
         while True:
             link = _read_frame(out, pos)
             if link is None:
                 break
             framed = True
-            self._foreign = self._foreign or link.source != self.master
+            source = link.source
             if link.primary and link.function in (CONFIRMED_USER_DATA, UNCONFIRMED_USER_DATA) and link.user_data:
                 user_data = True
                 at = pos + HEADER_SIZE
@@ -651,6 +653,10 @@ class DNP3Session(Session):
             elif link.primary and link.function in LINK_ANSWERED:
                 awaiting_link = True
             pos += len(link.raw)
+        # bytes after the last whole frame that start one: the outstation waits for the rest
+        self._dangling = bool(out[pos:]) and out[pos : pos + 2] == b"\x05\x64"[: len(out[pos : pos + 2])]
+        self._control_at = out[HEADER_SIZE + 1] if len(out) > HEADER_SIZE + 1 else None  # where a fragment's control would be
+        self._source = source  # of the last link frame
         if last_t is not None:
             self.transport_seq = (last_t + 1) & 0x3F
         if last_a is not None:
@@ -669,17 +675,41 @@ class DNP3Session(Session):
     answer to the frame counts up from the frame's own, and must not meet the sync's."""
 
     def prepare_sync(self, frame: bytes) -> bytes | None:
-        """None behind a frame that expects no response or any response (nothing to tell apart),
-        and behind one from another source address: an outstation may take that source for its
-        master, and the sync, from the master, would undo what the case did (the replay of the
-        case, which carries no sync, would then meet another outstation)."""
+        """None behind a link-layer request (its answer is a link frame, the sync's would not
+        tell) and behind bytes that end in the start of a frame they do not complete (the
+        outstation would read the sync as its rest).
+
+        Behind a frame that is owed no response, or that carries no request fragment otfuzz can
+        read, any response but the sync's is the frame's; the sync's sequence number then also
+        differs from the one a lenient outstation would read where a fragment's control octet
+        would be.
+
+        Behind a frame from another source address the sync comes from that address too. From
+        the master, it would teach what the case did not: dnp3py learns its master from the
+        first frame of a connection whose source is not 0, so after a frame from source 0 a
+        sync from the master made replies to a later frame from source 1 go to the master,
+        which no replay of the case (it carries no sync) reproduced. An outstation that drops
+        frames from other sources drops this sync too: the wait is then the usual one."""
         before = self._expected
-        if before is None or before == _ANY or self._awaiting_link or self._foreign:
+        if self._awaiting_link or self._dangling:
             return None
-        self.application_seq = (before + self.SYNC_OFFSET) & 0x0F
+        after = self.application_seq
+        if before is None or before == _ANY:
+            before = _ANY  # no response is owed (or any answers it): any but the sync's is the frame's
+            seq = (after + self.SYNC_OFFSET) & 0x0F
+            if self._control_at is not None and self._control_at & 0x0F == seq:
+                seq = (seq + 1) & 0x0F
+        else:
+            seq, after = (before + self.SYNC_OFFSET) & 0x0F, (before + 1) & 0x0F
+        if self._source != self.master:
+            link = bytearray(frame[:HEADER_SIZE])
+            link[6:8] = self._source.to_bytes(2, "little")
+            link[8:10] = crc_dnp(bytes(link[:8])).to_bytes(2, "little")
+            frame = bytes(link) + frame[HEADER_SIZE:]
+        self.application_seq = seq
         out = self.prepare(frame)
         self._before, self._sync = before, self._expected
-        self.application_seq = (before + 1) & 0x0F  # the next request follows the frame, not the sync
+        self.application_seq = after  # the next request follows the frame, not the sync
         return out
 
     def is_sync_reply(self, reply: bytes) -> bool:
@@ -786,7 +816,7 @@ class DNP3Session(Session):
             self._confirm(seq, unsolicited=False)
         if self._next_fragment is not None and seq == self._next_fragment:
             pass  # the next fragment of the response being collected
-        elif self._before is not None and seq == self._before:
+        elif self._before is not None and (seq == self._before or self._before == _ANY and seq != self._sync):
             self._before = None  # the answer to the frame a sync request follows, before the sync's
             if self._awaited.get(seq):
                 self._awaited[seq] -= 1
