@@ -182,6 +182,9 @@ ROWS: dict[str, tuple[Callable[[], tuple[Any, int]], str, dict[str, list[str]]]]
     "pymodbus": (_server(["-m", "otfuzz.demo", "serve"]), "modbus://127.0.0.1:{port}",
                  {"concurrency_4": ["--concurrency", "4"], "concurrency_8": ["--concurrency", "8"]}),
     "dnp3py": (_server([str(TARGETS / "dnp3_outstation.py")]), "dnp3://127.0.0.1:{port}?outstation=1&master=2", {}),
+    # an outstation that drops every malformed frame without a word and does almost nothing else
+    "dnp3-responder": (_server([str(HERE / "dnp3_responder.py")]), "dnp3://127.0.0.1:{port}?outstation=1&master=2",
+                       {"no_pipeline": ["--no-pipeline"]}),
     "c104": (_server([str(TARGETS / "iec104_server.py")]), "iec104://127.0.0.1:{port}?ca=47", {}),
     "asyncua": (_server([str(TARGETS / "opcua_server.py")]),
                 "opcua://127.0.0.1:{port}/otfuzz?node=ns=2;i=1001&object=ns=2;i=1000&method=ns=2;i=1010", {}),

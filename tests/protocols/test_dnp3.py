@@ -505,15 +505,36 @@ def test_a_sync_request_gets_its_own_sequence_and_the_two_answers_are_told_apart
     assert session.next_reply() is None  # never taken for the next case's answer
 
 
-def test_no_sync_follows_a_link_request_or_a_frame_cut_short() -> None:
+def test_no_sync_follows_a_frame_cut_short() -> None:
     session = DNP3Session(OUTSTATION, MASTER)
     session.prepare(b"\x05\x64garbage")  # the start of a header cut short
-    assert session.prepare_sync(PROTOCOL.sync_request()) is None
-    session.prepare(template("request_link_status").encode())  # a link-layer answer is awaited
     assert session.prepare_sync(PROTOCOL.sync_request()) is None
     read = template("read_class_0").encode()
     session.prepare(read + read[:12])  # ends in a frame cut short: the outstation reads on into the sync
     assert session.prepare_sync(PROTOCOL.sync_request()) is None
+
+
+def test_a_link_request_s_answer_is_told_from_the_sync_s_in_either_case() -> None:
+    session = DNP3Session(OUTSTATION, MASTER)
+    status = build_link_status(MASTER, OUTSTATION, False).to_bytes()
+    session.prepare(template("request_link_status").encode())
+    sync = session.prepare_sync(PROTOCOL.sync_request())
+    assert sync is not None
+    sync_seq = sent_fragments(sync)[0][0] & 0x0F
+    session.feed(status + outstation_frames(response(sync_seq)))
+    assert session.next_reply() == status  # the link layer's answer is the frame's
+    answer = session.next_reply()
+    assert answer is not None and session.is_sync_reply(answer)
+
+    session.prepare(template("request_link_status").encode())  # dropped: the sync's answer comes alone
+    sync = session.prepare_sync(PROTOCOL.sync_request())
+    assert sync is not None
+    session.feed(outstation_frames(response(sent_fragments(sync)[0][0] & 0x0F), transport_seq=1))
+    first = session.next_reply()
+    assert first is not None and session.is_sync_reply(first)
+    session.feed(status)  # late: never taken for a later answer
+    session.prepare(template("read_class_0").encode())
+    assert session.next_reply() is None
 
 
 def test_a_frame_the_real_outstation_drops_is_proven_unanswered_by_the_sync_answer_within_a_round_trip(

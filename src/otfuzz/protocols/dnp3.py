@@ -675,9 +675,10 @@ class DNP3Session(Session):
     answer to the frame counts up from the frame's own, and must not meet the sync's."""
 
     def prepare_sync(self, frame: bytes) -> bytes | None:
-        """None behind a link-layer request (its answer is a link frame, the sync's would not
-        tell) and behind bytes that end in the start of a frame they do not complete (the
-        outstation would read the sync as its rest).
+        """None behind bytes that end in the start of a frame they do not complete (the
+        outstation would read the sync as its rest). Behind a link-layer request the answer
+        awaited is a secondary link frame, which the sync's (a response) cannot be taken for:
+        the link layer answers a frame before the next one reaches the application.
 
         Behind a frame that is owed no response, or that carries no request fragment otfuzz can
         read, any response but the sync's is the frame's; the sync's sequence number then also
@@ -690,8 +691,8 @@ class DNP3Session(Session):
         sync from the master made replies to a later frame from source 1 go to the master,
         which no replay of the case (it carries no sync) reproduced. An outstation that drops
         frames from other sources drops this sync too: the wait is then the usual one."""
-        before = self._expected
-        if self._awaiting_link or self._dangling:
+        before, awaiting_link = self._expected, self._awaiting_link
+        if self._dangling:
             return None
         after = self.application_seq
         if before is None or before == _ANY:
@@ -709,6 +710,7 @@ class DNP3Session(Session):
         self.application_seq = seq
         out = self.prepare(frame)
         self._before, self._sync = before, self._expected
+        self._awaiting_link = awaiting_link  # (the sync, a read, awaits none)
         self.application_seq = after  # the next request follows the frame, not the sync
         return out
 
@@ -717,6 +719,7 @@ class DNP3Session(Session):
         if seq is None or seq != self._sync:
             return False
         self._before = self._sync = None  # (a late answer to the frame before is an earlier one's: dropped)
+        self._awaiting_link = False
         return True
 
     def _confirm(self, sequence: int, unsolicited: bool) -> None:
