@@ -152,6 +152,24 @@ def test_a_rule_learned_on_one_request_type_shortens_the_wait_for_every_frame_th
     assert not book.learned(book.kinds(FOREIGN_PROTOCOL_READ))
 
 
+def test_a_set_of_rules_always_dropped_is_learned_though_each_rule_was_answered_elsewhere() -> None:
+    """pymodbus answered a frame or two whose ADU ran past 256 bytes but dropped every one that
+    also had a byte count off its quantity: that set is learned, not the rule alone."""
+    book = SilenceBook(ModbusTCP())
+    book.note(book.kinds(FOREIGN_PROTOCOL_READ), answered=True)  # each rule answered once on its own
+    book.note(book.kinds(INPUTS_QUANTITY_ZERO), answered=True)
+    both = book.kinds(bytes.fromhex("000b00070006010300000000"))  # protocol id 7 and quantity 0
+    for _ in range(LEARN_AFTER - 1):
+        book.note(both, answered=False)
+    assert not book.learned(both)
+    book.note(both, answered=False)
+    assert book.learned(both)
+    assert not book.learned(book.kinds(FOREIGN_PROTOCOL_READ)) and not book.learned(book.kinds(INPUTS_QUANTITY_ZERO))
+    assert book.as_record()["learned_silent_sets"] == 1
+    book.note(both, answered=True)  # the first answer to the set ends its learning
+    assert not book.learned(both)
+
+
 def test_a_spare_connection_is_ready_for_the_next_case_and_a_dead_one_is_never_used(faulty_server) -> None:
     host, port = faulty_server()
     protocol = ModbusTCP()
