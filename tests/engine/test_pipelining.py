@@ -102,6 +102,9 @@ def test_a_pipelined_campaign_counts_every_case_once_and_sends_the_unanswered_ag
     assert doc["totals"]["cases"] == 800
     assert sum(sum(kinds.values()) for kinds in per_case.values()) == 800  # one result per case id, none twice
     assert doc["totals"]["replies"].get("no-reply", 0) > 0  # the fc 4 reads, judged alone after their window
+    # every case sent went out once, and those cut out of a window once more, alone
+    frames = doc["search"]["requests_sent"]["case_frames"]
+    assert doc["totals"]["sent"] < frames <= doc["totals"]["sent"] + pipelining["windows_cut_short"] * (PIPELINE_DEPTH - 1)
 
 
 def test_a_target_that_leaves_most_windows_incomplete_is_fuzzed_one_request_at_a_time(faulty_server, tmp_path: Path) -> None:

@@ -372,6 +372,9 @@ class Campaign:
             "silence": self.silence.as_record() if self.silence is not None else None,
             "pipelining": {"depth": self.pipeline_depth, "note": self.pipelining_note, "windows": self._windows,
                            "windows_cut_short": self._windows_cut},
+            # since this session of the campaign started (a resumed run counts afresh)
+            "requests_sent": {"case_frames": sum(r.frames_sent for r in self._runners),
+                              "sync": sum(r.syncs_sent for r in self._runners)},
         }
 
     async def run(self, resume: bool = False) -> str:

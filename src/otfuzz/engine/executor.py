@@ -176,6 +176,10 @@ class CaseRunner:
         # The protocol's sync request, sent right behind a frame that may be dropped (set by the
         # campaign: never for fragile targets).
         self.sync: bytes | None = None
+        # What this runner handed to the transport: case frames (a case cut out of a pipelined
+        # window and run alone counts twice) and sync requests. The search summary reports them.
+        self.frames_sent = 0
+        self.syncs_sent = 0
 
     async def connect(self, opening: bool = True) -> Connection:
         if not opening:  # a case about the state before the handshake gets a connection of its own
@@ -357,12 +361,14 @@ class CaseRunner:
                     # no quiet park where a second connection would displace the first
                     quick = expected and self.conn is conn and not protocol.single_association and self._quiet_room()
             sent = time.perf_counter()
+            self.frames_sent += 1
             in_step: bool | None = None
             if (self.sync is not None and not quick and (wait < self.timeout or self.grace == 0) and protocol.expects_reply(frame)
                     and conn.reuse == REUSE_STREAM and protocol.frame_length(frame) in (None, len(frame))):
                 # The sync request right behind it: its answer ends the wait for a dropped frame;
                 # for a valid request too where no connection may be parked to catch a late answer.
                 exchange, in_step = await conn.exchange_synced(frame, self.sync, wait, meanwhile)
+                self.syncs_sent += in_step is not None
             else:
                 exchange = await conn.exchange(frame, min(wait, QUICK_WAIT) if quick else wait, protocol.expects_reply(frame),
                                                meanwhile)
@@ -485,6 +491,7 @@ class CaseRunner:
         if isinstance(conn, CaseOutcome):
             return []  # (the case run alone meets the same failure and records it)
         frames = [case.frames[0] for case in cases]
+        self.frames_sent += len(frames)
         got, sent = await conn.exchange_many(frames, self.silence_timeout, meanwhile)
         wanted = {protocol.request_id(frame): i for i, frame in enumerate(frames)}
         answers: dict[int, tuple[bytes, float]] = {}
