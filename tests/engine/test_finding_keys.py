@@ -54,7 +54,8 @@ def test_stacks_of_a_hung_target_name_where_it_is_stuck_and_idle_threads_say_not
 
 def test_a_reply_level_leniency_is_one_key_whatever_request_type_shows_it() -> None:
     """Trailing bytes accepted by a shared framer: one finding for every request type; a valid
-    request answered oddly, and anything target-level, stay per request type."""
+    request answered oddly stays per request type unless the same malformation shows on several;
+    anything target-level stays per request type."""
     coil = Trigger("write_single_coil", ("# trailing bytes after the write_single_coil request",))
     register = Trigger("write_single_register", ("# trailing bytes after the write_single_register request",))
     for cls in ("spec-violation", "malformed-reply"):
@@ -63,6 +64,17 @@ def test_a_reply_level_leniency_is_one_key_whatever_request_type_shows_it() -> N
     assert finding_key("modbus", "spec-violation", coil, None) != finding_key("modbus", "malformed-reply", coil, None)
     valid = [Trigger(t, ()) for t in ("read_coils", "read_file_record")]
     assert finding_key("modbus", "malformed-reply", valid[0], None) != finding_key("modbus", "malformed-reply", valid[1], None)
+    # ... unless both are answered with the same malformation: one defect of a shared layer
+    # (dnp3py addresses every response to the master it learned, whatever the request)
+    misaddressed = [finding_key("dnp3", "malformed-reply", Trigger(t, ()), None, detail) for t, detail in
+                    (("read_class_1", "reply from 1 to 2; request went from 0 to 1"),
+                     ("read_counters", "reply from 1 to 32769; request went from 2 to 1"))]
+    assert misaddressed[0] == misaddressed[1] == "dnp3|malformed-reply|reply: reply from # to #; request went from # to #"
+    assert finding_key("dnp3", "malformed-reply", Trigger("read_class_0", ("source address # is reserved",)), None,
+                       "reply from 1 to 2; request went from 65520 to 1") == misaddressed[0]  # whatever the request broke
+    assert finding_key("dnp3", "malformed-reply", Trigger("read_class_1", ()), None, "response fragment of # octets has no IIN") \
+        != misaddressed[0]  # another malformation: another finding
+    assert finding_key("modbus", "crash", valid[0], None, "reply from 1 to 2") == "modbus|crash|read_coils|valid request"
     assert finding_key("modbus", "crash", coil, None) != finding_key("modbus", "crash", register, None)
     assert behaviour("spec-violation", coil.request_type, coil.rules) == "spec-violation: # trailing bytes after the request"
     assert request_types([coil.text, register.text, "structural fault|a cut frame"]) == ["write_single_coil", "write_single_register"]
@@ -87,6 +99,9 @@ def test_trigger_names_fields_and_rules_never_values() -> None:
     assert a == b and a.request_type == "read_holding_registers" and a.rules == ("quantity=# above maximum #",)
     assert trigger_of(modbus, template.encode()).text == "read_holding_registers|valid request"
     assert blank_values("byte_count=3 but quantity=10 needs 2 (0x0a)") == "byte_count=# but quantity=# needs # (#)"
+    # an object named by its numbers is a value too: one leniency, whichever object it met
+    assert blank_values("g1v3: variation 3 of group 1 is not defined") == blank_values("g60v146: variation 146 of group 60 is not defined")
+    assert blank_values("g1v3: variation 3 of group 1 is not defined") == "g#v#: variation # of group # is not defined"
 
 
 def test_titles_say_what_happens_on_what_input() -> None:

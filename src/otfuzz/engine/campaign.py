@@ -839,7 +839,7 @@ class Campaign:
             suspect = self._suspect(history) if anomaly.target_level else case
             trigger = trigger_of(self.protocol, suspect.frames[-1])
         evidence = diagnosis.evidence
-        key = finding_key(self.protocol.name, anomaly.value, trigger, evidence)
+        key = finding_key(self.protocol.name, anomaly.value, trigger, evidence, outcome.detail)
         record: dict[str, Any] = {
             "case_id": case.case_id,
             "group": case.group,
@@ -1050,7 +1050,7 @@ class Campaign:
         finding.update(self._describe(record["class"], frames, evidence, record))
         # a pattern's reproducer frame is only the valid request it carries: the pattern is the input
         final = Trigger.parse(record["trigger"]) if record.get("pattern") else trigger_of(self.protocol, frames[-1])
-        key = finding_key(self.protocol.name, record["class"], final, evidence)
+        key = finding_key(self.protocol.name, record["class"], final, evidence, record.get("reply_detail") or "")
         condition = None
         if (not (evidence is not None and evidence.strong) and not final.rules and record["class"] in COSTLY
                 and result["reproducer"].get("values_settled")):
