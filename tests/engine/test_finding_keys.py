@@ -197,3 +197,42 @@ def test_a_finding_with_a_condition_holds_back_only_the_cases_that_meet_it() -> 
     assert not held([read.encode()]) and not held([read.encode(unit_id=0)])  # any other valid read still goes out
     # the provisional key leads to it only through its condition
     assert book.lookup("k") is None and book.conditioned("k") == [state]
+
+
+def test_a_finding_confirmed_before_its_condition_could_be_read_takes_it_from_a_later_one(tmp_path) -> None:
+    """The faulty server's state crash was filed twice: first confirmed from a minimisation that
+    did not settle (keyed "valid request"), then again with the condition its next occurrence's
+    minimised reproducer showed ("needs after a write"). The first takes the condition instead,
+    so the second merges into it."""
+    from otfuzz.engine.campaign import Campaign, CampaignConfig
+    from otfuzz.engine.findings import CONDITION_SEPARATOR
+    from otfuzz.store.evidence import EvidenceStore
+
+    modbus = ModbusTCP()
+    by_name = {t.name: t for t in modbus.templates()}
+    write, read = by_name["write_single_register"].encode(value=7), by_name["read_holding_registers"].encode()
+    key = "modbus|crash|signal SIGSEGV|read_holding_registers|valid request"
+
+    def after(reproducer: list[bytes], folder: str) -> tuple[FindingState, dict, Condition]:
+        """A finding confirmed with `reproducer` and no condition, after a later one under the
+        same key was minimised to a write, then the read."""
+        (tmp_path / folder).mkdir()
+        store = EvidenceStore.create(tmp_path / folder)
+        try:
+            campaign = Campaign(CampaignConfig(target="modbus://127.0.0.1:1502", seed=3, max_cases=1), tmp_path / folder, store)
+            record = {"key": key, "class": "crash", "title": "Target process dies on a valid read holding registers request",
+                      "reproducer": {"frames_hex": [f.hex() for f in reproducer]}, "confirmation": {"status": "confirmed"}}
+            first = FindingState(store.add_finding(key, "crash", record), key, "crash", {key}, confirmed=True)
+            campaign.book.add(first)
+            condition = campaign._values.condition([write, read])
+            campaign._condition_earlier(key, condition, FindingState(first.id + 1, key, "crash"))
+            assert campaign.book.lookup(f"{key}{CONDITION_SEPARATOR}{condition.text}") in (first, None)
+            return first, store.finding(first.id) or {}, condition
+        finally:
+            store.close()
+
+    first, stored, condition = after([write, read], "met")
+    assert condition.prefix == ("a write",) and first.condition == condition and first.key.endswith("|needs after a write")
+    assert stored["condition"] == condition.as_record() and "after a write" in stored["title"]
+    first, stored, _ = after([read], "not met")  # its reproducer does not meet the condition: another defect
+    assert first.condition is None and first.key == key and "condition" not in stored

@@ -1057,6 +1057,7 @@ class Campaign:
             # a valid request that reaches it only after some requests, or with some values
             condition = self._values.condition(frames) or None
             if condition is not None:
+                self._condition_earlier(key, condition, state)
                 key = f"{key}{CONDITION_SEPARATOR}{condition.text}"
                 finding["condition"] = condition.as_record()
                 finding["title"] = _with_condition(finding["title"], condition)
@@ -1101,6 +1102,25 @@ class Campaign:
             self._first_confirmed = self.elapsed()
         self.store.update_finding(state.id, finding)
         self._log("finding", f"finding {state.id} confirmed: {finding['title']}")
+
+    def _condition_earlier(self, key: str, condition: Condition, state: FindingState) -> None:
+        """A finding confirmed earlier under `key` with no condition (its minimisation did not
+        settle, so none could be read) whose reproducer meets `condition` is this defect: it
+        takes the condition, so that the finding being confirmed merges into it instead of
+        standing beside it (the state crash of the faulty server was filed twice that way)."""
+        earlier = self.book.lookup(key)
+        if earlier is None or earlier.id == state.id or earlier.condition is not None or not earlier.confirmed:
+            return
+        stored = self.store.finding(earlier.id)
+        frames = [bytes.fromhex(h) for h in ((stored or {}).get("reproducer") or {}).get("frames_hex", [])]
+        if stored is None or not frames or not self._values.meets(frames, condition):
+            return
+        earlier.condition = condition
+        self.book.rekey(earlier, f"{key}{CONDITION_SEPARATOR}{condition.text}")
+        stored.update({"condition": condition.as_record(), "title": _with_condition(stored["title"], condition)})
+        stored.update(self._index_of(earlier))
+        self.store.update_finding(earlier.id, stored)
+        self._log("finding", f"finding {earlier.id} needs {condition.text} (read from finding {state.id}'s reproducer)")
 
     def _load_findings(self) -> None:
         """Rebuild the book from the store on --resume: keys, triggers and suppression counters."""
