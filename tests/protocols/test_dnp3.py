@@ -615,6 +615,34 @@ def test_a_sync_follows_bytes_with_no_request_fragment_and_any_other_answer_is_t
 
 
 @pytest.mark.integration
+def test_an_answer_out_of_sequence_is_still_a_malformed_reply_when_the_sync_answer_comes_after_it(dnp3_outstation: int) -> None:
+    """dnp3py answers function 0x20 with sequence 0 whatever the request's: without the sync the
+    stray answer was a malformed "incomplete reply"; with it, the sync's answer had ended the
+    wait as a silence and the stray answer was lost (a finding missed in every such campaign)."""
+    import asyncio
+
+    from otfuzz.engine.cases import TestCase
+    from otfuzz.engine.executor import CaseRunner
+
+    read = template("read_class_0").encode()
+    odd = bytes.fromhex("05640bc401000200699ec0c020093f06b0b7")  # function 0x20, from the campaign that missed it
+
+    async def run(sync: bool) -> tuple[ReplyKind, str, bool]:
+        runner = CaseRunner(PROTOCOL, "127.0.0.1", dnp3_outstation, timeout=2.0, silence_timeout=0.3)
+        runner.sync = PROTOCOL.sync_request() if sync else None
+        try:
+            await runner.run(TestCase(1, "boundary", (read,), "read_class_0", "first"))  # sequence 0 taken
+            outcome = await runner.run(TestCase(2, "mutation", (odd,), "read_class_0", "function 0x20"))
+            return outcome.kind, outcome.detail, runner.syncs_sent > 0
+        finally:
+            runner.drop()
+
+    with_sync, without = asyncio.run(run(True)), asyncio.run(run(False))
+    assert with_sync[2] and not without[2]
+    assert with_sync[:2] == without[:2] and with_sync[0] is ReplyKind.MALFORMED and "incomplete reply" in with_sync[1], (with_sync, without)
+
+
+@pytest.mark.integration
 def test_a_sync_never_changes_the_master_a_real_outstation_answers_a_later_frame_from(dnp3_outstation: int) -> None:
     """dnp3py answered a read from source 1, sent after one from source 0, to the master when
     the sync between them came from the master; the replay of the two reads (no sync) got the

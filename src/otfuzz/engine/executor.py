@@ -389,7 +389,7 @@ class CaseRunner:
                     self.silence.note(kinds, answered=True)  # type: ignore[union-attr]
                 elif exchange.outcome == "timeout" and not exchange.leftover:
                     self.silence.note(kinds, answered=False)  # type: ignore[union-attr]
-            if in_step and exchange.outcome == "timeout":
+            if in_step and exchange.outcome == "timeout" and not exchange.leftover:
                 # Dropped: the request sent right behind it was answered first. The connection is
                 # replaced all the same, as after any silence: kept, it would carry on a state (an
                 # outstation's learned master) that a replay of the case, without the sync, never meets.

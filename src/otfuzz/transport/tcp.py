@@ -106,7 +106,9 @@ class Wire:
             return first, False
         assert first.reply is not None
         if self.session.is_sync_reply(first.reply):
-            return Exchange("timeout", None, first.latency), True
+            # the frame drew no answer of its own; what came back out of sequence is kept, as
+            # after any timeout (a response with a sequence number no request had)
+            return Exchange("timeout", None, first.latency, self.session.leftover()), True
         if self.replies:  # (both answers came in one segment)
             return first, self.session.is_sync_reply(self.replies.pop(0))
         second = await self._await(timeout, time.perf_counter(), False)
