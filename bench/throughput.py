@@ -216,11 +216,19 @@ def row(name: str, seconds: float, memory_cases: int = 0) -> dict[str, Any]:
         loop = bare_udp_loop if protocol.transport == "udp" else bare_loop
         bare = asyncio.run(loop(protocol, port, seconds))
         out: dict[str, Any] = {"url": url, "bare_loop_per_s": round(bare, 1)}
-        rate, info = campaign(url, seconds, [])
+        try:
+            rate, info = campaign(url, seconds, [])
+        except SystemExit as exc:  # a target that crashed for good (nothing restarts it here): the row says so
+            out["otfuzz_error"] = str(exc)
+            return out
         out.update({"otfuzz_per_s": round(rate, 1), "ratio_to_bare_loop": round(rate / bare, 3),
                     "requests_ratio_to_bare_loop": round(info["requests_per_s"] / bare, 3), "otfuzz": info})
         for label, extra in variants.items():
-            rate, info = campaign(url, seconds, extra)
+            try:
+                rate, info = campaign(url, seconds, extra)
+            except SystemExit as exc:
+                out[f"otfuzz_{label}_error"] = str(exc)
+                continue
             out[f"otfuzz_{label}_per_s"] = round(rate, 1)
             out[f"ratio_{label}_to_bare_loop"] = round(rate / bare, 3)
         if memory_cases:

@@ -343,7 +343,8 @@ class TargetEvidence:
 BY_BEHAVIOUR = frozenset({"spec-violation", "malformed-reply"})
 """Reply-level classes keyed by behaviour when the request broke a rule: a leniency of a shared
 layer (framing, a common decoder) answers every request type the same way, and each reply
-answers its own request, so the request types it shows on are occurrences of one finding.
+answers its own request, so the request types it shows on are occurrences of one finding (a
+malformed reply whose malformation is known is keyed by that instead: `_answered_as`).
 Target-level classes stay keyed by request type: only the target's own evidence (a crash report,
 a stack) proves that two request types reach one fault."""
 
@@ -392,8 +393,8 @@ def finding_key(protocol: str, anomaly_class: str, trigger: Trigger | None, evid
 
     Strong target evidence (a crash report, a stack) is the key on its own, so every input that
     reaches the same fault joins one finding; a bare signal or exit code is combined with what
-    the reproducer does; without evidence, the reproducer alone (a valid request's malformed
-    reply: what is wrong with the reply, see `_answered_as`).
+    the reproducer does; without evidence, the reproducer alone, except for a malformed reply,
+    keyed by what is wrong with it (`_answered_as`).
     """
     parts = [protocol, family(anomaly_class)]
     if evidence is not None and evidence.strong:
