@@ -75,6 +75,10 @@ def test_a_reply_level_leniency_is_one_key_whatever_request_type_shows_it() -> N
     assert finding_key("dnp3", "malformed-reply", Trigger("read_class_1", ()), None, "response fragment of # octets has no IIN") \
         != misaddressed[0]  # another malformation: another finding
     assert finding_key("modbus", "crash", valid[0], None, "reply from 1 to 2") == "modbus|crash|read_coils|valid request"
+    # digits inside names in a malformation are the request's values too (snap7's item sizes)
+    read = Trigger("read_var", ())
+    assert finding_key("s7", "malformed-reply", read, None, "item 1: 4 octets for DB1.DBB0 DATE x4 (8 asked for)") == \
+        finding_key("s7", "malformed-reply", read, None, "item 1: 64 octets for DB1.DBB64 DATE x64 (128 asked for)")
     assert finding_key("modbus", "crash", coil, None) != finding_key("modbus", "crash", register, None)
     assert behaviour("spec-violation", coil.request_type, coil.rules) == "spec-violation: # trailing bytes after the request"
     assert request_types([coil.text, register.text, "structural fault|a cut frame"]) == ["write_single_coil", "write_single_register"]

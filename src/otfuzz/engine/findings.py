@@ -50,6 +50,7 @@ _ADDRESS = re.compile(r"\b(?:0x)?[0-9a-fA-F]{8,16}\b")
 # An object named by its numbers (DNP3's g30v5: group 30, variation 5) is a value like any other:
 # an outstation that acts on an undefined variation does so for g1v3 as for g60v146, one leniency.
 _OBJECT = re.compile(r"\bg\d+v\d+\b")
+_DIGITS = re.compile(r"[\d#]+")  # (a run of them, blanked or not, is one value)
 
 
 def family(anomaly_class: str) -> str:
@@ -384,7 +385,8 @@ def _answered_as(anomaly_class: str, trigger: Trigger | None, reply_detail: str)
     3,000 cases). Malformations that differ stay apart, also on one request type."""
     if anomaly_class != "malformed-reply" or trigger is None or not reply_detail:
         return None
-    return f"reply: {blank_values(reply_detail)}"
+    # digits inside names are the request's values too (snap7's "4 octets for DB1.DBB0 DATE x4")
+    return f"reply: {_DIGITS.sub('#', blank_values(reply_detail))}"
 
 
 def finding_key(protocol: str, anomaly_class: str, trigger: Trigger | None, evidence: TargetEvidence | None,
