@@ -73,11 +73,16 @@ def test_campaign_against_cpppo_records_only_confirmed_reply_level_findings(tmp_
     classes = {a["class"] for a in doc["anomalies"]}
     assert classes <= {"spec-violation", "malformed-reply", "connection-reset"}, classes
     # cpppo closes the connection on every NOP (pinned in tests/protocols/test_enip.py): the one
-    # connection reset after a request otfuzz calls valid that a healthy cpppo shows.
+    # connection reset after a request otfuzz calls valid that a healthy cpppo shows, or one that
+    # replay shows is the frame's own doing, alone on a fresh connection: cpppo also closes on a
+    # Read Tag Fragmented whose path a deleted byte turned into the Connection Manager's and a
+    # port segment, which the module's rules do not flag. What must never happen is a reset
+    # blamed on a valid request for what other frames did before it on the connection.
     for finding in doc["findings"]:
         if finding["class"] == "connection-reset":
             frames = [bytes.fromhex(h) for h in finding["reproducer"]["frames_hex"]]
-            assert frames[-1][:2] == b"\0\0", finding["title"]  # command 0: NOP
+            alone = finding["confirmation"]["status"] == "confirmed" and len(frames) == 1 and finding["reproducer"]["minimised"]
+            assert frames[-1][:2] == b"\0\0" or alone, finding["title"]  # command 0: NOP
     assert "spec-violation" in classes
     unconfirmed = [a for a in doc["anomalies"] if a["confirmation"]["status"] != "confirmed"]
     assert len(unconfirmed) <= max(1, len(doc["anomalies"]) // 10), [(a["class"], a["reply_detail"]) for a in unconfirmed]
