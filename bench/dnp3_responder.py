@@ -20,6 +20,7 @@ import argparse
 import asyncio
 
 from dnp3.core.crc import compute_crc
+from responder import serve  # (bench/ is the script's folder: on the path)
 
 ADDRESS = 1
 CLASS_0 = b"\x3c\x01\x06"
@@ -100,17 +101,10 @@ class Outstation(asyncio.Protocol):
         self.transport.write(link_frame(0x44, source, fragment))
 
 
-async def serve(port: int) -> None:
-    server = await asyncio.get_running_loop().create_server(Outstation, "127.0.0.1", port)
-    print("READY", flush=True)
-    async with server:
-        await server.serve_forever()
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--address", type=int, default=1, help="the outstation's link address (default 1)")
     args = parser.parse_args()
     ADDRESS = args.address
-    asyncio.run(serve(args.port))
+    asyncio.run(serve(args.port, Outstation))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Callable
 
 FALLBACK = bytes.fromhex("000000000003008101")
 
@@ -53,8 +54,9 @@ class Responder(asyncio.Protocol):
             self.write(FALLBACK)
 
 
-async def serve(port: int) -> None:
-    server = await asyncio.get_running_loop().create_server(Responder, "127.0.0.1", port)
+async def serve(port: int, protocol: Callable[[], asyncio.Protocol] = Responder) -> None:
+    """Serve `protocol` on 127.0.0.1:`port`; print READY once listening (bench/dnp3_responder.py too)."""
+    server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", port)
     print("READY", flush=True)
     async with server:
         await server.serve_forever()
