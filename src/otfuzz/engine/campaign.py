@@ -41,6 +41,7 @@ from otfuzz.engine.connection import CEILING as CONNECTION_CEILING
 from otfuzz.engine.connection import run_pattern
 from otfuzz.engine.feedback import Feedback, Lineage, observation
 from otfuzz.engine.generator import CaseGenerator
+from otfuzz.engine.rules import RuleMemo
 from otfuzz.engine.silence import SilenceBook
 from otfuzz.engine.strategies import StrategyOptions
 from otfuzz.engine.values import Dictionary
@@ -230,6 +231,11 @@ class Campaign:
         self.grace = 0.0 if self.protocol.single_association else config.recovery_timeout
         self.investigating_s = 0.0  # time spent replaying and minimising new findings while fuzzing
         self._triggers: dict[bytes, Trigger] = {}
+        self.rules = RuleMemo(self.protocol)  # check_request once per frame, for every layer
+        # Cases judged whose feedback (corpus, dictionary) is still to be taken in: that work
+        # waits until the next request is on the wire, and is always done before the next case
+        # is generated, so the case stream is the same as when it was done at once.
+        self._unobserved: list[tuple[TestCase, CaseOutcome]] = []
         self._matches: dict[int, tuple[int, bool]] = {}
         self._outages: deque[tuple[float, float]] = deque(maxlen=64)  # perf_counter spans of target-level anomalies
         self._silent_types: set[str] = set()  # request types a healthy target left unanswered
@@ -243,7 +249,7 @@ class Campaign:
         # What faulty frames the target always drops: such a drop is no sign of trouble, and (where
         # a second connection may stand beside the first) it is not waited for. Not for fragile
         # targets: there every silence waits in full and repeated silence is probed.
-        self.silence = SilenceBook(self.protocol) if config.pipeline else None
+        self.silence = SilenceBook(self.protocol, rules=self.rules) if config.pipeline else None
         # Cases in flight at once on a connection: decided at the start (see detect_pipelining).
         self.pipeline_depth = 1
         self.pipelining_note = "--no-pipeline: one request at a time" if not config.pipeline else "not tested"
@@ -257,8 +263,10 @@ class Campaign:
         return self.elapsed_before + (time.monotonic() - self.t0)
 
     def _new_runner(self) -> CaseRunner:
-        return CaseRunner(self.protocol, self.address, self.target.port, self.timeout, self.config.probe_deadline,
-                          silence_timeout=self.silence_timeout, grace=self.grace)
+        runner = CaseRunner(self.protocol, self.address, self.target.port, self.timeout, self.config.probe_deadline,
+                            silence_timeout=self.silence_timeout, grace=self.grace)
+        runner.rules = self.rules
+        return runner
 
     def _log(self, kind: str, detail: str) -> None:
         self.store.event(round(self.elapsed(), 3), kind, detail)
@@ -471,58 +479,65 @@ class Campaign:
         ahead: deque[TestCase] = deque()  # generated, ids reserved, in id order
 
         def prefetch() -> None:
-            # Generate the next case while the target works on this one (ids stay reserved in order).
+            # While the target works on this case: the feedback of the one judged before it, then
+            # the next case (ids stay reserved in order) with its rules and triggers, which decide
+            # whether it is held and how it is sent.
+            self._take_in_feedback()
             next_id = self._take_id()
             if next_id is not None:
-                ahead.append(self.generator.case(next_id))
+                ahead.append(self._prepared(self.generator.case(next_id)))
 
         def next_case() -> TestCase | None:
             if ahead:
                 return ahead.popleft()
+            self._take_in_feedback()
             case_id = self._take_id()
             return None if case_id is None else self.generator.case(case_id)
 
-        while True:
-            await self._running.wait()
-            if self.stop_requested:
-                return  # a prefetched case stays reserved: the resume point keeps it
-            case = next_case()
-            if case is None:
-                return
-            if self._held(case):
-                continue
-            if case.pattern is not None:
-                if not await self._pattern_case(case, runner):
+        try:
+            while True:
+                await self._running.wait()
+                if self.stop_requested:
+                    return  # a prefetched case stays reserved: the resume point keeps it
+                case = next_case()
+                if case is None:
                     return
-                continue
-            await self.limiter.acquire()
-            if self.pipeline_depth > 1 and self._pipelinable(case, runner, []):
-                window = [case]
-                while len(window) < self.pipeline_depth and not self.stop_requested:
-                    more = next_case()
-                    if more is None:
-                        break
-                    if self._held(more):
-                        continue
-                    if more.pattern is not None or not self._pipelinable(more, runner, window):
-                        ahead.appendleft(more)
-                        break
-                    await self.limiter.acquire()
-                    window.append(more)
-                if len(window) > 1:
-                    outcomes = await runner.run_window(window, prefetch)
-                    self._note_window(len(outcomes) == len(window))
-                    self._history.extend(window)  # all were sent before any is judged
-                    for each, outcome in zip(window, outcomes):
-                        if not await self._judge(each, outcome, runner, windowed=True):
-                            return
-                    for each in reversed(window[len(outcomes):]):
-                        self._alone.add(each.case_id)  # not answered in the window: sent again, alone
-                        ahead.appendleft(each)
+                if self._held(case):
                     continue
-            outcome = await runner.run(case, prefetch)
-            if not await self._judge(case, outcome, runner):
-                return
+                if case.pattern is not None:
+                    if not await self._pattern_case(case, runner):
+                        return
+                    continue
+                await self.limiter.acquire()
+                if self.pipeline_depth > 1 and self._pipelinable(case, runner, []):
+                    window = [case]
+                    while len(window) < self.pipeline_depth and not self.stop_requested:
+                        more = next_case()
+                        if more is None:
+                            break
+                        if self._held(more):
+                            continue
+                        if more.pattern is not None or not self._pipelinable(more, runner, window):
+                            ahead.appendleft(more)
+                            break
+                        await self.limiter.acquire()
+                        window.append(more)
+                    if len(window) > 1:
+                        outcomes = await runner.run_window(window, prefetch)
+                        self._note_window(len(outcomes) == len(window))
+                        self._history.extend(window)  # all were sent before any is judged
+                        for each, outcome in zip(window, outcomes):
+                            if not await self._judge(each, outcome, runner, windowed=True):
+                                return
+                        for each in reversed(window[len(outcomes):]):
+                            self._alone.add(each.case_id)  # not answered in the window: sent again, alone
+                            ahead.appendleft(each)
+                        continue
+                outcome = await runner.run(case, prefetch)
+                if not await self._judge(case, outcome, runner):
+                    return
+        finally:
+            self._take_in_feedback()  # (what the flush stores and a resume reads)
 
     def _held(self, case: TestCase) -> bool:
         """A confirmed finding's trigger: held back (counted, not sent) but one in N."""
@@ -584,7 +599,7 @@ class Campaign:
         worker stops). `windowed`: it went out in a pipelined window, already in the history."""
         case_id = case.case_id
         self._alone.discard(case_id)
-        self._observe(case, outcome)
+        self._unobserved.append((case, outcome))
         self._results[case_id] = (case.group, outcome.kind.value)
         if outcome.kind in ANSWERED and outcome.latency <= self.slow_threshold:
             self._answers.append(time.perf_counter())
@@ -608,6 +623,7 @@ class Campaign:
         late = runner.late_replies() if runner.has_late else []
         due = time.monotonic() - self._last_probe >= self.config.probe_interval
         if suspicious or due or late:
+            self._take_in_feedback()
             async with self._lock:
                 if self.stop_requested:
                     return False  # another worker found the target down while this one waited
@@ -623,6 +639,19 @@ class Campaign:
                     self._running.set()
         self._inflight.discard(case_id)
         return True
+
+    def _prepared(self, case: TestCase) -> TestCase:
+        """Check a case's frames and read its triggers ahead (both remembered per frame)."""
+        if case.pattern is None:
+            for frame in case.frames:
+                self.rules(frame)
+            self._case_triggers(case)
+        return case
+
+    def _take_in_feedback(self) -> None:
+        """The feedback of every case judged since the last call, in the order judged."""
+        while self._unobserved:
+            self._observe(*self._unobserved.pop(0))
 
     def _observe(self, case: TestCase, outcome: CaseOutcome) -> None:
         """Reply-guided feedback: a case whose observation is new joins the corpus; a normal
@@ -714,7 +743,7 @@ class Campaign:
                 if trigger is None:
                     if len(self._triggers) >= TRIGGER_CACHE:
                         self._triggers.clear()
-                    trigger = self._triggers[part] = trigger_of(self.protocol, part)
+                    trigger = self._triggers[part] = trigger_of(self.protocol, part, self.rules)
                 every.append(trigger)
                 if n == len(case.frames) - 1 and part is frame:
                     last.append(trigger)

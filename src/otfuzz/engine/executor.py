@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from otfuzz.engine.cases import TestCase
+from otfuzz.engine.rules import RuleMemo
 from otfuzz.engine.silence import QUICK_WAIT, SilenceBook
 from otfuzz.protocols.base import Protocol, ReplyKind
 from otfuzz.transport import REUSE_CASE, REUSE_STREAM, open_connection
@@ -180,6 +181,8 @@ class CaseRunner:
         # window and run alone counts twice) and sync requests. The search summary reports them.
         self.frames_sent = 0
         self.syncs_sent = 0
+        # The rules each frame breaks (the campaign shares its memo: it checked the frame first).
+        self.rules: Callable[[bytes], tuple[str, ...]] = RuleMemo(protocol)
 
     async def connect(self, opening: bool = True) -> Connection:
         if not opening:  # a case about the state before the handshake gets a connection of its own
@@ -340,11 +343,11 @@ class CaseRunner:
                 before = frames[index - 1]
                 # (or after anything the target may refuse that went over it before: see close_excused)
                 return CaseOutcome(ReplyKind.CLOSED, "connection ended", None, 0.0, index - 1,
-                                   tuple(protocol.check_request(before) + protocol.may_reject(before)),
+                                   (*self.rules(before), *protocol.may_reject(before)),
                                    close_allowed=conn.close_excused or not protocol.keeps_connection(before, b""))
             wait = self.timeout
             excused = conn.close_excused
-            checked = protocol.check_request(frame)  # (pure: once per frame)
+            checked = self.rules(frame)  # (pure: remembered per frame)
             broken = bool(checked)
             if (broken or protocol.frame_length(frame) not in (None, len(frame)) or not protocol.keeps_connection(frame, b"")
                     or (not conn.close_excused and protocol.may_reject(frame))):
@@ -381,7 +384,7 @@ class CaseRunner:
                     # timeout parked, carrying nothing else, and the next case gets a fresh one.
                     self.conn = None
                     self.quiet.append(Parked(conn, self._case, frame, sent, sent + wait, index, kinds))
-                    problems = tuple(checked + protocol.may_reject(frame))
+                    problems = (*checked, *protocol.may_reject(frame))
                     return CaseOutcome(ReplyKind.NO_REPLY, "timeout", None, exchange.latency, index, problems,
                                        protocol.frame_length(frame) in (None, len(frame)), expected_silence=True)
             if kinds:
@@ -394,7 +397,7 @@ class CaseRunner:
                 # replaced all the same, as after any silence: kept, it would carry on a state (an
                 # outstation's learned master) that a replay of the case, without the sync, never meets.
                 self._out_of_step()
-                problems = tuple(checked + protocol.may_reject(frame))
+                problems = (*checked, *protocol.may_reject(frame))
                 return CaseOutcome(ReplyKind.NO_REPLY, "no answer (the request sent right behind it was answered)", None,
                                    exchange.latency, index, problems, True, synced=True)
             if in_step is False and exchange.outcome == "reply":
@@ -433,7 +436,7 @@ class CaseRunner:
                 return CaseOutcome(ReplyKind.RESET, "connection refused", None, exchange.latency, index)
             framed = protocol.frame_length(frame) in (None, len(frame))
             # a target may also refuse what the specification only advises against (may_reject)
-            problems = tuple(checked + protocol.may_reject(frame))
+            problems = (*checked, *protocol.may_reject(frame))
             if exchange.outcome == "timeout" and not exchange.leftover:
                 required = protocol.silence_violation(frame)
                 if required:
@@ -474,7 +477,7 @@ class CaseRunner:
         return not (request_id is None or any(protocol.request_id(other) == request_id for other in with_frames)
                     or not protocol.expects_reply(frame) or not protocol.needs_opening(frame)
                     or not protocol.keeps_connection(frame, b"") or (not self.loopback and protocol.loopback_only(frame))
-                    or protocol.check_request(frame))
+                    or self.rules(frame))
 
     async def run_window(self, cases: list[TestCase], meanwhile: Callable[[], object] | None = None) -> list[CaseOutcome]:
         """Send single-frame cases, each one `can_pipeline` allows, back to back on one connection

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -77,8 +78,8 @@ class Trigger:
     request_type: str
     rules: tuple[str, ...]  # blanked, sorted, unique; empty for a valid request
 
-    @property
-    def text(self) -> str:
+    @cached_property
+    def text(self) -> str:  # (a case's triggers are matched against the book before it is sent)
         return f"{self.request_type}|{'; '.join(self.rules) if self.rules else 'valid request'}"
 
     @classmethod
@@ -97,10 +98,11 @@ def fault_trigger(fault: str) -> str:
     return f"{FAULT_TRIGGER}{blank_values(fault)}"
 
 
-def trigger_of(protocol: Protocol, frame: bytes) -> Trigger:
-    """The trigger of one frame, as the protocol module judges it."""
+def trigger_of(protocol: Protocol, frame: bytes, rules: Callable[[bytes], Sequence[str]] | None = None) -> Trigger:
+    """The trigger of one frame, as the protocol module judges it (`rules`: a memo of its
+    check_request, see otfuzz.engine.rules)."""
     request_type = protocol.request_type(frame) or "unrecognised request"
-    problems = protocol.check_request(frame)
+    problems = (rules or protocol.check_request)(frame)
     framed = protocol.frame_length(frame)
     if framed is not None and framed < len(frame):
         problems = [*problems, "bytes after the first frame"]

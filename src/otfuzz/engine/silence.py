@@ -29,6 +29,8 @@ disagrees, say) was dropped every time, and those frames waited in full, 1.1 s i
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from otfuzz.engine.findings import trigger_of
 from otfuzz.protocols.base import Protocol
 
@@ -43,8 +45,10 @@ KEY_CACHE = 8192
 class SilenceBook:
     """Shared by a campaign's workers: what frames breaking each rule have drawn so far."""
 
-    def __init__(self, protocol: Protocol, learn_after: int = LEARN_AFTER) -> None:
+    def __init__(self, protocol: Protocol, learn_after: int = LEARN_AFTER,
+                 rules: Callable[[bytes], Sequence[str]] | None = None) -> None:
         self.protocol = protocol
+        self.rules = rules  # a memo of check_request (otfuzz.engine.rules), shared with the campaign
         self.learn_after = learn_after
         self._silent: dict[str | tuple[str, ...], int] = {}  # per rule, and per set of rules
         self._answered: set[str | tuple[str, ...]] = set()
@@ -56,7 +60,7 @@ class SilenceBook:
         if kinds is None:
             if len(self._kinds) >= KEY_CACHE:
                 self._kinds.clear()
-            kinds = self._kinds[frame] = trigger_of(self.protocol, frame).rules
+            kinds = self._kinds[frame] = trigger_of(self.protocol, frame, self.rules).rules
         return kinds
 
     def learned(self, kinds: tuple[str, ...]) -> bool:
