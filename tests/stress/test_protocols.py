@@ -35,8 +35,11 @@ def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, str]]:
 
 def test_protocol_specific_flood_is_answered_and_the_essential_function_holds(tmp_path: Path, server: tuple[str, str, str]) -> None:
     name, url, flood = server
+    # 27 requests/s, not 20: on DNP3's one association every cycle of the 20 Hz essential function
+    # displaces the flood connection, and a flood in step with it lost most of its sends to the
+    # reconnect (written 0 of 9 in 1 run of 8); out of step, 11 to 13 of 13 go out.
     status, doc, _ = stress(tmp_path, url, ["request-flood", "protocol-flood"], profile="smoke", step_duration=0.5,
-                            level1_rate=10.0, level2_rate=20.0)
+                            level1_rate=10.0, level2_rate=27.0)
     assert status == "completed"
     pattern = [p for p in doc["stress"]["patterns"] if p["group"] == "protocol-flood"][0]
     assert flood in pattern["flood"]
