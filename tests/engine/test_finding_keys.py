@@ -15,6 +15,7 @@ from otfuzz.engine.findings import (
     fault_trigger,
     finding_key,
     finding_title,
+    leniency,
     request_types,
     stack_evidence,
     trigger_of,
@@ -82,6 +83,39 @@ def test_a_reply_level_leniency_is_one_key_whatever_request_type_shows_it() -> N
     assert finding_key("modbus", "crash", coil, None) != finding_key("modbus", "crash", register, None)
     assert behaviour("spec-violation", coil.request_type, coil.rules) == "spec-violation: # trailing bytes after the request"
     assert request_types([coil.text, register.text, "structural fault|a cut frame"]) == ["write_single_coil", "write_single_register"]
+
+
+def test_a_spec_violation_is_keyed_by_one_rule_its_request_broke_wherever_in_the_frame() -> None:
+    """A target acting on a request that breaks several rules enforces none of them: keyed by the
+    whole set, snap7's parser gave a finding per combination (127 in 10 s)."""
+    trailing = "# octets after the last whole item in the parameter part"
+    both = Trigger("read_var", (trailing, "item_count=# but # items follow"))
+    three = Trigger("read_var", ("item #: syntax_id=# is not S7ANY (#)", trailing, "item_count=# but # items follow"))
+    alone = Trigger("write_var", (trailing,))
+    keys = {finding_key("s7", "spec-violation", t, None) for t in (both, three, alone)}
+    assert keys == {f"s7|spec-violation|any request|{trailing}"}
+    # the first rule in sorted order, its position in the frame ("item #: ", "TPDU #: ") dropped
+    assert leniency("read_var", ("item #: syntax_id=# is not S7ANY (#)", "item_count=# but # items follow")) == \
+        "item_count=# but # items follow"
+    assert leniency("read_var", ("TPDU #: item #: syntax_id=# is not S7ANY (#)",)) == \
+        leniency("read_var", ("syntax_id=# is not S7ANY (#)",)) == "syntax_id=# is not S7ANY (#)"
+    assert leniency("read_var", ("data_length=#: Read Var carries no data",)) == "data_length=#: Read Var carries no data"
+    assert leniency("read_var", (blank_values("TPDU 2: 3 octets after the last whole item in the parameter part"),)) == trailing
+    assert leniency("read", ("function code # is not a valid function",)) == "function code # is not a valid function"
+    # the service whose decoder found it, too: one leniency of a shared decoder (bacpypes3, asyncua)
+    assert leniency("read_property", ("ReadProperty tag at octet #: length # runs past the end (# octets left)",)) == \
+        leniency("write_property", ("WriteProperty tag at octet #: length # runs past the end (# octets left)",)) == \
+        leniency("who_is", ("Who-Is tag at octet #: length # runs past the end (# octets left)",)) == \
+        "length # runs past the end (# octets left)"
+    assert leniency("browse", ("message # (MSG): BrowseRequest body has # bytes after its last field",)) == \
+        leniency("read", ("ReadRequest body has # bytes after its last field",)) == "body has # bytes after its last field"
+    for kept in ("S7 PDU of # octets is shorter than its #-octet header", "Read Var before Setup Communication",
+                 "PLC Stop names P_PROGRAM", "max_age=# below #"):
+        assert leniency("read_var", (kept,)) == kept
+    assert finding_key("s7", "spec-violation", Trigger("read_var", ("item_count=# but # items follow",)), None) not in keys
+    assert behaviour("spec-violation", "read_var", three.rules) == f"spec-violation: {trailing}"
+    # a malformed reply on such a request is still keyed by all of them (or by its malformation)
+    assert finding_key("s7", "malformed-reply", both, None) != finding_key("s7", "malformed-reply", three, None)
 
 
 def test_keys_use_strong_evidence_alone_and_otherwise_what_the_request_breaks() -> None:

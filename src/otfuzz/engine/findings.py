@@ -22,11 +22,12 @@ from typing import Any
 
 from otfuzz.protocols.base import Protocol
 
-KEY_FORMAT = 3
+KEY_FORMAT = 4
 """Version of the key format below: baselines name it, and refuse keys of another version.
 2: reply-level findings on requests that break rules are keyed by behaviour (BY_BEHAVIOUR).
 3: a malformed reply is keyed by what is wrong with it (`_answered_as`); object labels such as
-DNP3's g30v5 are blanked like any value."""
+DNP3's g30v5 are blanked like any value.
+4: a spec violation is keyed by one rule the request broke (`leniency`), not by all of them."""
 
 SEVERITY: Mapping[str, str] = MappingProxyType({
     "crash": "high",
@@ -352,18 +353,47 @@ Target-level classes stay keyed by request type: only the target's own evidence 
 a stack) proves that two request types reach one fault."""
 
 
+def _rule_words(request_type: str, rules: Sequence[str]) -> list[str]:
+    """The rules with the request type's own name blanked."""
+    if not request_type:
+        return list(rules)
+    return [rule.replace(f"the {request_type} request", "the request").replace(request_type, "the request") for rule in rules]
+
+
 def _any_request(request_type: str, rules: Sequence[str]) -> str:
     """The rules with the request type's own name blanked, sorted and joined."""
-    words = list(rules)
-    if request_type:
-        words = [rule.replace(f"the {request_type} request", "the request").replace(request_type, "the request")
-                 for rule in words]
+    words = _rule_words(request_type, rules)
     return "; ".join(sorted(words)) if words else "valid request"
+
+
+_POSITION = re.compile(r"^(?:(?:tag at octet|data item|item|segment|sub-request|packet|link frame|frame|chunk|TPDU|APDU)"
+                       r" (?:#: |(?=#))|message # \([A-Z]+\): |[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)+ (?=\S)"
+                       r"|[A-Z][a-z]*(?:-[A-Z][a-z]*)+ (?=\S))+")
+"""Where a rule was broken, as the protocol modules write it: the place in the frame ("item #: ",
+"TPDU #: ", OPC UA's "message # (MSG): ") and the service whose decoder found it (BACnet's
+"ReadProperty ", "Who-Is ", OPC UA's "ReadRequest "): one rule of a shared decoder wherever it is broken.
+Blanking joins "TPDU #: # octets" into "TPDU # octets", so a place is also dropped before a value."""
+
+
+def leniency(request_type: str, rules: Sequence[str]) -> str:
+    """The one rule a spec violation is keyed by: the first, in sorted order, of the rules the
+    request broke, with the request type's name and the rule's position in the frame blanked.
+
+    A target that acts on a request breaking several rules enforces none of them, and each is a
+    leniency of its own. Keyed by the whole set, every combination was a finding: snap7's lax
+    parser gave 127 spec-violation findings in 10 s, which named 77 rules first. Keyed by one
+    rule, a combination is an occurrence of the finding of its first rule, whose reproducer
+    (minimised: each departure undone in turn while the target still acts on it) shows the
+    rest; the key is the same in every campaign, whatever came first.
+    """
+    return sorted(_POSITION.sub("", word) for word in _rule_words(request_type, rules))[0]
 
 
 def behaviour(anomaly_class: str, request_type: str, rules: Sequence[str]) -> str:
     """What a finding shows whatever request carries it: its class and rules with the request
-    type's own name blanked."""
+    type's own name blanked (for a spec violation, the one rule it is keyed by)."""
+    if anomaly_class == "spec-violation" and rules:
+        return f"{anomaly_class}: {leniency(request_type, rules)}"
     return f"{anomaly_class}: {_any_request(request_type, rules)}"
 
 
@@ -398,7 +428,8 @@ def finding_key(protocol: str, anomaly_class: str, trigger: Trigger | None, evid
     Strong target evidence (a crash report, a stack) is the key on its own, so every input that
     reaches the same fault joins one finding; a bare signal or exit code is combined with what
     the reproducer does; without evidence, the reproducer alone, except for a malformed reply,
-    keyed by what is wrong with it (`_answered_as`).
+    keyed by what is wrong with it (`_answered_as`), and a spec violation, by one rule its
+    request broke (`leniency`).
     """
     parts = [protocol, family(anomaly_class)]
     if evidence is not None and evidence.strong:
@@ -408,6 +439,8 @@ def finding_key(protocol: str, anomaly_class: str, trigger: Trigger | None, evid
     answered = _answered_as(anomaly_class, trigger, reply_detail) if evidence is None or not evidence.exit_text else None
     if answered is not None:
         parts.append(answered)
+    elif trigger is not None and trigger.rules and anomaly_class == "spec-violation":
+        parts.append(f"any request|{leniency(trigger.request_type, trigger.rules)}")
     elif trigger is not None and trigger.rules and anomaly_class in BY_BEHAVIOUR:
         parts.append(f"any request|{_any_request(trigger.request_type, trigger.rules)}")
     else:
