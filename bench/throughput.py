@@ -1,10 +1,9 @@
 """Campaign throughput on loopback, a row per protocol: otfuzz at its defaults against a real
 server, beside a bare request/response loop against the same server.
 
-The bare loop is the simplest honest client, on the event loop otfuzz runs on (uvloop where
-installed, see otfuzz.engine.stopping): it opens a connection the way the protocol requires
-(the protocol module's own session: handshake, sequence numbers, handles), then sends the
-health probe's valid request, waits for its answer, and repeats. For Modbus there are two
+The bare loop is the simplest honest client: it opens a connection the way the protocol
+requires (the protocol module's own session: handshake, sequence numbers, handles), then sends
+the health probe's valid request, waits for its answer, and repeats. For Modbus there are two
 targets: the project's minimal responder (otfuzz's own overhead) and pymodbus (a real server);
 for DNP3 too: dnp3py and the project's silent outstation (bench/dnp3_responder.py).
 
@@ -42,7 +41,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 from targets.servers import free_port, start_server, stop_server  # noqa: E402
 
 from otfuzz.cli import main as otfuzz_main  # noqa: E402
-from otfuzz.engine.stopping import event_loop_factory  # noqa: E402
 from otfuzz.protocols import protocol_for  # noqa: E402
 from otfuzz.protocols.base import Protocol  # noqa: E402
 from otfuzz.report.results import load_results  # noqa: E402
@@ -216,8 +214,7 @@ def row(name: str, seconds: float, memory_cases: int = 0) -> dict[str, Any]:
     try:
         protocol = protocol_for(parse_target(url))
         loop = bare_udp_loop if protocol.transport == "udp" else bare_loop
-        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:  # otfuzz's own event loop
-            bare = runner.run(loop(protocol, port, seconds))
+        bare = asyncio.run(loop(protocol, port, seconds))
         out: dict[str, Any] = {"url": url, "bare_loop_per_s": round(bare, 1)}
         try:
             rate, info = campaign(url, seconds, [])

@@ -1,17 +1,9 @@
 """Ctrl-C for long runs: the first signal asks the job to stop cleanly (everything recorded so far
-is kept and resumable), a second one cancels at once. Shared by campaigns, stress runs and plans.
-
-These runs go on uvloop's event loop where it is installed (every platform but Windows): at a
-target's pace most of otfuzz's own time between an answer and the next request is the event
-loop's (waking the task the answer is for, the write, opening the next connection), and
-uvloop's costs a fraction of the standard loop's. `OTFUZZ_EVENT_LOOP=asyncio` picks the standard
-loop (to rule the loop out when something looks wrong).
-"""
+is kept and resumable), a second one cancels at once. Shared by campaigns, stress runs and plans."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
@@ -26,7 +18,7 @@ class Stoppable(Protocol):
 
 
 def run_until_stopped(job: Stoppable, main: Callable[[], Awaitable[T]]) -> T:
-    """`main()` run to its end with SIGINT and SIGTERM routed to `job` (main thread only)."""
+    """`asyncio.run(main())` with SIGINT and SIGTERM routed to `job` (main thread only)."""
 
     async def wrapper() -> T:
         loop = asyncio.get_running_loop()
@@ -50,16 +42,4 @@ def run_until_stopped(job: Stoppable, main: Callable[[], Awaitable[T]]) -> T:
             for sig in handled:
                 loop.remove_signal_handler(sig)
 
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(wrapper())
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop where installed, unless OTFUZZ_EVENT_LOOP=asyncio (None: the standard loop)."""
-    if os.environ.get("OTFUZZ_EVENT_LOOP", "").lower() == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
+    return asyncio.run(wrapper())
