@@ -234,7 +234,8 @@ class Campaign:
         self.rules = RuleMemo(self.protocol)  # check_request once per frame, for every layer
         # Cases judged whose feedback (corpus, dictionary) is still to be taken in: that work
         # waits until the next request is on the wire, and is always done before the next case
-        # is generated, so the case stream is the same as when it was done at once.
+        # is generated or a new finding joins the corpus, so the case stream is the same as when
+        # it was done at once.
         self._unobserved: list[tuple[TestCase, CaseOutcome]] = []
         self._matches: dict[int, tuple[int, bool]] = {}
         self._outages: deque[tuple[float, float]] = deque(maxlen=64)  # perf_counter spans of target-level anomalies
@@ -623,7 +624,6 @@ class Campaign:
         late = runner.late_replies() if runner.has_late else []
         due = time.monotonic() - self._last_probe >= self.config.probe_interval
         if suspicious or due or late:
-            self._take_in_feedback()
             async with self._lock:
                 if self.stop_requested:
                     return False  # another worker found the target down while this one waited
@@ -827,6 +827,7 @@ class Campaign:
 
     async def _check_health(self, case: TestCase, outcome: CaseOutcome, candidate: AnomalyClass | None,
                             runner: CaseRunner, own: bool = False) -> None:
+        self._take_in_feedback()  # a new finding joins the corpus after every case judged before it
         started, perf_started = time.monotonic(), time.perf_counter()
         diagnosis = await self.investigator.diagnose(candidate)
         for result in diagnosis.probes:
