@@ -18,20 +18,28 @@ from otfuzz.protocols.modbus import ModbusTCP
 from otfuzz.store.evidence import EvidenceStore
 
 
-def test_the_memo_gives_the_protocol_s_rules_and_checks_each_frame_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: Counter[bytes] = Counter()
-    check = ModbusTCP.check_request
+CHECK = ModbusTCP.check_request
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[bytes]:
+    """How often Modbus's check_request ran, per frame."""
+    counted: Counter[bytes] = Counter()
 
     def counting(self: ModbusTCP, frame: bytes) -> list[str]:
-        calls[frame] += 1
-        return check(self, frame)
+        counted[frame] += 1
+        return CHECK(self, frame)
 
     monkeypatch.setattr(ModbusTCP, "check_request", counting)
+    return counted
+
+
+def test_the_memo_gives_the_protocol_s_rules_and_checks_each_frame_once(calls: Counter[bytes]) -> None:
     protocol = ModbusTCP()
     memo = RuleMemo(protocol, size=2)
     valid, foreign = bytes.fromhex("000100000006010300000001"), bytes.fromhex("000100010006010300000001")
     assert memo(valid) == () and memo(valid) == ()
-    assert memo(foreign) == tuple(check(protocol, foreign)) and memo(foreign)
+    assert memo(foreign) == tuple(CHECK(protocol, foreign)) and memo(foreign)
     assert calls == {valid: 1, foreign: 1}
     memo(bytes.fromhex("0001000000060103000000ff"))  # a third frame: the memo starts over (bounded)
     memo(valid)
@@ -39,15 +47,7 @@ def test_the_memo_gives_the_protocol_s_rules_and_checks_each_frame_once(monkeypa
 
 
 def test_a_campaign_checks_a_frame_about_once_and_takes_in_feedback_before_each_generation(
-        pymodbus_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: Counter[bytes] = Counter()
-    check = ModbusTCP.check_request
-
-    def counting(self: ModbusTCP, frame: bytes) -> list[str]:
-        calls[frame] += 1
-        return check(self, frame)
-
-    monkeypatch.setattr(ModbusTCP, "check_request", counting)
+        pymodbus_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, calls: Counter[bytes]) -> None:
     host, port = pymodbus_server
     store = EvidenceStore.create(tmp_path)
     campaign = Campaign(CampaignConfig(target=f"modbus://{host}:{port}", seed=3, confirm=False, max_cases=1200),
