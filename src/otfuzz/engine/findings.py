@@ -386,7 +386,7 @@ def leniency(request_type: str, rules: Sequence[str]) -> str:
     (minimised: each departure undone in turn while the target still acts on it) shows the
     rest; the key is the same in every campaign, whatever came first.
     """
-    return sorted(_POSITION.sub("", word) for word in _rule_words(request_type, rules))[0]
+    return min(_POSITION.sub("", word) for word in _rule_words(request_type, rules))
 
 
 def behaviour(anomaly_class: str, request_type: str, rules: Sequence[str]) -> str:
