@@ -77,6 +77,51 @@ def test_sequences_reach_a_defect_that_needs_state_an_earlier_request_set(tmp_pa
     assert len(frames) >= 2 and frames[-1][7] == 3 and any(f[7] in (6, 16) for f in frames[:-1])
 
 
+def test_a_crash_replay_cuts_the_frames_sent_after_the_target_died(tmp_path: Path) -> None:
+    """A reproducer ends with the frame the target died on: a frame sent after it went to a dead
+    target and must not label the finding, even when no minimisation trial is left to drop it."""
+    import asyncio
+
+    from otfuzz.engine.cases import TestCase
+    from otfuzz.engine.executor import CaseRunner
+    from otfuzz.engine.investigate import Investigator
+    from otfuzz.monitor.anomaly import AnomalyClass
+    from otfuzz.monitor.probe import HealthProbe
+    from otfuzz.monitor.process import TargetProcess
+    from otfuzz.protocols.modbus import ModbusTCP
+
+    modbus, port = ModbusTCP(), free_port()
+    by_name = {t.name: t for t in modbus.templates()}
+    write = by_name["write_single_register"].message.encode({**by_name["write_single_register"].message.defaults(),
+                                                               **dict(by_name["write_single_register"].values),
+                                                               "address": 256, "value": 1})
+    read = by_name["read_holding_registers"].message.encode({**by_name["read_holding_registers"].message.defaults(),
+                                                               **dict(by_name["read_holding_registers"].values),
+                                                               "address": 256, "quantity": 4})
+    after = by_name["read_coils"].encode()
+    process = TargetProcess(shlex.join([sys.executable, str(TARGETS / "faulty_modbus.py"), "--port", str(port),
+                                        "--defect", "state-crash"]), tmp_path / "target.log")
+    history = [TestCase(1, "sequence", (write,), "write_single_register", "write"),
+               TestCase(2, "sequence", (read,), "read_holding_registers", "read"),
+               TestCase(3, "sequence", (after,), "read_coils", "sent after the crash")]
+
+    async def run() -> dict[str, Any]:
+        investigator = Investigator(modbus, HealthProbe(modbus, "127.0.0.1", port, 1.0),
+                                    lambda: CaseRunner(modbus, "127.0.0.1", port, timeout=0.5), process,
+                                    recovery_timeout=3.0, minimise_budget=0, log=lambda kind, detail: None)
+        process.start()
+        assert await investigator.wait_ready()
+        return await investigator.confirm_and_minimise(AnomalyClass.CRASH, history)
+
+    try:
+        result = asyncio.run(asyncio.wait_for(run(), timeout=60))
+    finally:
+        process.stop()
+    assert result["reproducible"] is True
+    assert result["reproducer"]["case_ids"] == [1, 2]
+    assert result["reproducer"]["frames_hex"] == [write.hex(), read.hex()]
+
+
 def test_connection_patterns_reach_a_slow_read_hang_and_connection_exhaustion(tmp_path: Path) -> None:
     doc = _campaign(tmp_path, ["slow-read-hang", "connection-exhaustion"], "connection", 8, "--hold-time", "1.5",
                     "--max-connections", "40", server=("--max-clients", "15"))

@@ -36,6 +36,11 @@ RESET_WAIT = 0.5
 that a peer which closes after a frame it never answers (cpppo after a NOP) is seen closing
 on that frame, not found out by the next one, which the reproducer would then blame."""
 
+DEATH_WAIT_S = 0.05
+DEATH_WAIT_STEPS = 10
+"""How long a crash replay waits, after a frame the target closed the connection on, to see
+whether its process died of it."""
+
 
 @dataclass
 class Diagnosis:
@@ -76,6 +81,7 @@ class Investigator:
         self.values = FrameValues(protocol)
         self.log = log
         self.start_timeout = start_timeout
+        self.fatal: int | None = None  # the last replay's crash: the case it was dead after (see replay)
 
     # -- diagnosis ----------------------------------------------------------------------------
 
@@ -215,14 +221,20 @@ class Investigator:
         if expected is AnomalyClass.CONNECTION_RESET:
             runner.timeout = runner.silence_timeout = max(runner.timeout, RESET_WAIT)
         outcome: CaseOutcome | None = None
+        self.fatal = None
         try:
-            for frames in frame_groups:
+            for index, frames in enumerate(frame_groups):
                 outcome = await runner.run_frames(tuple(frames))
                 if expected is AnomalyClass.CONNECTION_RESET and _dropped_after_valid(outcome):
                     return True  # the first valid request the peer drops the connection on is the trigger
+                if expected is AnomalyClass.CRASH and outcome.kind not in ANSWERED and await self._gone(outcome):
+                    # what comes after went to a dead target: it cannot be part of the reproducer
+                    self.fatal = index if outcome.detail != "connection refused" or index == 0 else index - 1
+                    break
         finally:
             runner.drop()
         if outcome is None:
+            self.fatal = None
             return False
         if expected is AnomalyClass.SLOW_REPLY:
             if outcome.kind not in ANSWERED or outcome.latency <= self.slow_threshold:
@@ -241,6 +253,20 @@ class Investigator:
         if evidence is not None:
             return diagnosis.evidence is not None and diagnosis.evidence.report == evidence
         return True
+
+    async def _gone(self, outcome: CaseOutcome) -> bool:
+        """Whether the target is dead after a frame it did not answer: its process has exited,
+        or (a target otfuzz did not start) it refuses connections. A dying process closes its
+        connections a moment before it can be reaped, so a close is given that moment: seen only
+        at the next frame, the death would be blamed on the frame after the one that caused it."""
+        if self.process is None:
+            return outcome.detail == "connection refused"
+        waits = DEATH_WAIT_STEPS if outcome.kind in (ReplyKind.CLOSED, ReplyKind.RESET) else 0
+        for _ in range(waits):
+            if self.process.poll() is not None:
+                return True
+            await asyncio.sleep(DEATH_WAIT_S / DEATH_WAIT_STEPS)
+        return self.process.poll() is not None
 
     async def confirm_and_minimise(self, anomaly: AnomalyClass, history: Sequence[TestCase], minimise: bool = True,
                                    evidence: str | None = None, deadline: float | None = None,
@@ -270,7 +296,7 @@ class Investigator:
         if sequence is None and len(history) > 1:
             trials += 1
             if await self.replay([c.frames for c in history], anomaly, evidence):
-                sequence = list(history)
+                sequence = list(history) if self.fatal is None else list(history[: self.fatal + 1])
         complete, settled = True, False
 
         def result(reproducible: bool, cases: Sequence[TestCase], frames: Sequence[bytes], minimised: bool) -> dict[str, object]:
@@ -298,15 +324,28 @@ class Investigator:
                 return False
             return await self.replay([[f] for f in subset], anomaly, evidence)
 
+        def until_fatal(subset: list[bytes]) -> list[bytes]:
+            # A crash replay that found the target dead after frame k: the frames after it went to
+            # a dead target, so the reproducer is the first k + 1 (else the frame sent last, which
+            # the finding is labelled by, may be one the target never read).
+            return subset if self.fatal is None else subset[: self.fatal + 1]
+
         trials += 1
-        if len(frames) > 1 and not await frames_reproduce(frames):
-            await self.restore()  # only reproduces with the frames grouped into their cases
-            return result(True, sequence, frames, False)
+        if len(frames) > 1:
+            if not await frames_reproduce(frames):
+                await self.restore()  # only reproduces with the frames grouped into their cases
+                return result(True, sequence, frames, False)
+            frames = until_fatal(frames)
         if len(frames) > 1 and budget > 0:
-            frames, used = await ddmin(frames, frames_reproduce, budget, recheck=True)
+            frames, used = await ddmin(frames, frames_reproduce, budget, recheck=True, trim=until_fatal)
             trials += used
             budget -= used
         prefix, final = frames[:-1], frames[-1]
+
+        async def with_final(candidate: bytes) -> bool:
+            # the prefix with another final frame: it counts only if that frame is the one the
+            # target died on (a prefix frame killing it says nothing about the candidate)
+            return await frames_reproduce(prefix + [candidate]) and self.fatal in (None, len(prefix))
         # Field-aware first: undo one departure from the valid request at a time, keeping each
         # that still reproduces with fewer rules broken (a subset: never a new fault) or, as
         # many, fewer fields off the template's values: what is left is what the defect needs.
@@ -324,7 +363,7 @@ class Investigator:
                     continue
                 trials += 1
                 budget -= 1
-                if await frames_reproduce(prefix + [candidate]):
+                if await with_final(candidate):
                     final, current, off, improved = candidate, now, now_off, True
                     break
                 if budget <= 0:
@@ -340,7 +379,7 @@ class Investigator:
                 now = trigger_of(self.protocol, shrunk)
                 if now.request_type != start.request_type or not set(now.rules) <= allowed:
                     return False  # another request, or a new fault: another defect, not this one
-                return await frames_reproduce(prefix + [shrunk])
+                return await with_final(shrunk)
 
             kept, used = await ddmin(list(final), bytes_reproduce, budget)
             trials += used

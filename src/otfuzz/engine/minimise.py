@@ -18,16 +18,17 @@ T = TypeVar("T")
 
 
 async def ddmin(items: Sequence[T], reproduces: Callable[[list[T]], Awaitable[bool]], budget: int,
-                recheck: bool = False) -> tuple[list[T], int]:
+                recheck: bool = False, trim: Callable[[list[T]], list[T]] | None = None) -> tuple[list[T], int]:
     """Shrink `items` to a 1-minimal subsequence for which `reproduces` holds.
 
     `items` itself is assumed to reproduce. Returns (smallest found, trials used). With `recheck`,
     each single removal from the result is tried once more: a trial on a real device can fail
     for a reason of its own (a slow restart on a loaded machine), and one false "does not
     reproduce" keeps an item the defect does not need, such as a frame that then labels the
-    finding by the wrong request.
+    finding by the wrong request. `trim`, called right after a candidate reproduced, may cut it
+    further by what that trial showed (a crash replay cuts the frames sent to a dead target).
     """
-    current, trials = await _ddmin(items, reproduces, budget)
+    current, trials = await _ddmin(items, reproduces, budget, trim)
     while recheck and len(current) >= 2 and trials < budget:
         for i in range(len(current)):
             if trials >= budget:
@@ -35,7 +36,7 @@ async def ddmin(items: Sequence[T], reproduces: Callable[[list[T]], Awaitable[bo
             trials += 1
             candidate = current[:i] + current[i + 1:]
             if await reproduces(candidate):
-                current, used = await _ddmin(candidate, reproduces, budget - trials)
+                current, used = await _ddmin(trim(candidate) if trim else candidate, reproduces, budget - trials, trim)
                 trials += used
                 break
         else:
@@ -43,7 +44,8 @@ async def ddmin(items: Sequence[T], reproduces: Callable[[list[T]], Awaitable[bo
     return current, trials
 
 
-async def _ddmin(items: Sequence[T], reproduces: Callable[[list[T]], Awaitable[bool]], budget: int) -> tuple[list[T], int]:
+async def _ddmin(items: Sequence[T], reproduces: Callable[[list[T]], Awaitable[bool]], budget: int,
+                 trim: Callable[[list[T]], list[T]] | None = None) -> tuple[list[T], int]:
     current = list(items)
     granularity = 2
     trials = 0
@@ -66,7 +68,7 @@ async def _ddmin(items: Sequence[T], reproduces: Callable[[list[T]], Awaitable[b
             trials += 1
             candidate = [current[i] for i in keep]
             if await reproduces(candidate):
-                current = candidate
+                current = trim(candidate) if trim else candidate
                 granularity = max(granularity - 1, 2)
                 reduced = True
                 break
