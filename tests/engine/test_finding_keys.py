@@ -274,3 +274,58 @@ def test_a_finding_confirmed_before_its_condition_could_be_read_takes_it_from_a_
     assert stored["condition"] == condition.as_record() and "after a write" in stored["title"]
     first, stored, _ = after([read], "not met")  # its reproducer does not meet the condition: another defect
     assert first.condition is None and first.key == key and "condition" not in stored
+
+
+def test_a_crash_filed_under_more_rules_than_it_needs_is_an_occurrence_of_the_wider_finding(tmp_path) -> None:
+    """The faulty server's state crash was filed twice again under load: once keyed by a read
+    whose minimisation ran out of budget with `quantity=# above maximum #` still in it, once as a
+    valid read. With a bare signal as evidence, the book already counts the first's inputs as the
+    second's; so the narrower finding merges into the wider one, whichever is confirmed first,
+    and nothing merges across classes, evidence or request types."""
+    from otfuzz.engine.campaign import Campaign, CampaignConfig
+    from otfuzz.store.evidence import EvidenceStore
+
+    modbus = ModbusTCP()
+    by_name = {t.name: t for t in modbus.templates()}
+    read = by_name["read_holding_registers"]
+    wide_read = read.message.encode({**read.message.defaults(), **dict(read.values), "quantity": 1793})
+    segv, abort = TargetEvidence("SIGSEGV"), TargetEvidence("SIGABRT")
+    narrow = trigger_of(modbus, wide_read)
+    valid = Trigger("read_holding_registers", ())
+    assert narrow.rules == ("quantity=# above maximum #",)
+
+    def campaign_with(folder: str, findings: list[tuple[str, Trigger, TargetEvidence, bytes]]):
+        (tmp_path / folder).mkdir()
+        store = EvidenceStore.create(tmp_path / folder)
+        campaign = Campaign(CampaignConfig(target="modbus://127.0.0.1:1502", seed=3, max_cases=1), tmp_path / folder, store)
+        states = []
+        for anomaly_class, trigger, evidence, frame in findings:
+            key = finding_key("modbus", anomaly_class, trigger, evidence)
+            record = {"key": key, "class": anomaly_class, "confirmation": {"status": "confirmed"},
+                      "reproducer": {"frames_hex": [frame.hex()]}}
+            state = FindingState(store.add_finding(key, anomaly_class, record), key, anomaly_class, {key}, {trigger.text})
+            store.add_anomaly(state.id, "mutation", anomaly_class, {"key": key}, state.id)
+            campaign.book.add(state)
+            campaign.book.confirm(state)
+            states.append(state)
+        return campaign, store, states
+
+    # the wider finding confirmed first: the narrower reproducer's key leads to it
+    campaign, store, [wider] = campaign_with("wider-first", [("crash", valid, segv, read.encode())])
+    assert campaign._wider_finding("crash", narrow, segv, [wide_read]) is wider
+    assert campaign._wider_finding("crash", narrow, abort, [wide_read]) is None  # another exit: another bucket
+    assert campaign._wider_finding("hang", narrow, segv, [wide_read]) is None
+    assert campaign._wider_finding("crash", Trigger("read_input_registers", narrow.rules), segv, [wide_read]) is None
+    assert campaign._wider_finding("crash", valid, segv, [read.encode()]) is None  # the same rules are its own key
+    store.close()
+
+    # the narrower confirmed first: the wider one, confirmed later, takes it in with its occurrence
+    campaign, store, [first, other_exit, second] = campaign_with("narrower-first", [
+        ("crash", narrow, segv, wide_read), ("crash", narrow, abort, wide_read), ("crash", valid, segv, read.encode())])
+    campaign._absorb_narrower(second, valid, segv)
+    assert set(campaign.book.findings) == {other_exit.id, second.id}
+    assert campaign.book.resolve(first.id) is second and narrow.text in second.triggers
+    stored = {f["id"]: f for f in store.findings()}
+    assert set(stored) == {other_exit.id, second.id}
+    assert stored[second.id]["merged"][0]["id"] == first.id and stored[second.id]["occurrences"] == 2
+    store.close()

@@ -30,6 +30,7 @@ from otfuzz.engine.findings import (
     TargetEvidence,
     Trigger,
     blank_values,
+    FAULT_TRIGGER,
     describe,
     fault_trigger,
     finding_key,
@@ -1107,13 +1108,16 @@ class Campaign:
         alone = result["reproducer"]["case_ids"] == [record.get("suspect_case_id", record["case_id"])]
         if alone:
             triggers.add(record["trigger"])  # the suspect alone reproduced it: its own input triggers it too
-        other = self.book.lookup(key)
+        other, reason = self.book.lookup(key), "its minimised reproducer gives the same key"
+        weak = record["class"] in COSTLY and not record.get("pattern") and not (evidence is not None and evidence.strong)
+        if other is None and weak and final.rules:
+            other = self._wider_finding(record["class"], final, evidence, frames)
+            reason = "a trigger of this finding, of fewer rules broken, reaches the defect of its minimised reproducer"
         if other is not None and other.id != state.id:
             into = self.store.finding(other.id)
             if into is not None:
                 into.setdefault("merged", []).append({
-                    "id": state.id, "key": state.key, "anomaly_id": anomaly_id,
-                    "reason": "its minimised reproducer gives the same key"})
+                    "id": state.id, "key": state.key, "anomaly_id": anomaly_id, "reason": reason})
                 self.book.merge(state, other)
                 self.book.confirm(other, triggers)
                 if alone and record.get("fault"):
@@ -1138,7 +1142,65 @@ class Campaign:
         if self._first_confirmed is None:
             self._first_confirmed = self.elapsed()
         self.store.update_finding(state.id, finding)
+        if weak:
+            self._absorb_narrower(state, final, evidence)
         self._log("finding", f"finding {state.id} confirmed: {finding['title']}")
+
+    def _rule_sets(self, state: FindingState, anomaly_class: str, request_type: str,
+                   evidence: TargetEvidence | None) -> list[frozenset[str]]:
+        """The rule sets of `state`'s triggers on `request_type` that key it with this class and
+        this (weak) evidence: the triggers by which one defect's inputs are compared."""
+        if state.anomaly_class != anomaly_class or not state.confirmed:
+            return []
+        base = state.key.split(CONDITION_SEPARATOR)[0]
+        sets = []
+        for text in state.triggers:
+            if text.startswith(FAULT_TRIGGER):
+                continue
+            trigger = Trigger.parse(text)
+            if trigger.request_type == request_type and finding_key(self.protocol.name, anomaly_class, trigger, evidence) == base:
+                sets.append(frozenset(trigger.rules))
+        return sets
+
+    def _wider_finding(self, anomaly_class: str, final: Trigger, evidence: TargetEvidence | None,
+                       frames: list[bytes]) -> FindingState | None:
+        """A confirmed finding of this class and evidence with a trigger on `final`'s request type
+        that breaks only some of the rules `final` breaks (and whose condition, if it has one, the
+        frames meet). The book already counts such a frame as that finding's occurrence and holds
+        it back; keyed on its own, a reproducer whose minimisation kept a rule it did not need (a
+        budget spent, a trial lost to a loaded machine) files the same defect twice."""
+        rules, best = frozenset(final.rules), None
+        for other in self.book.findings.values():
+            fewest = min((len(r) for r in self._rule_sets(other, anomaly_class, final.request_type, evidence) if r < rules),
+                         default=None)
+            if fewest is None or (other.condition is not None and not self._values.meets(frames, other.condition)):
+                continue
+            if best is None or fewest < best[0]:
+                best = (fewest, other)
+        return None if best is None else best[1]
+
+    def _absorb_narrower(self, state: FindingState, final: Trigger, evidence: TargetEvidence | None) -> None:
+        """The other side of `_wider_finding`: confirmed findings of this class and evidence filed
+        earlier under a trigger that breaks every rule `final` breaks, and more, on its request
+        type, are merged into `state`."""
+        rules = frozenset(final.rules)
+        for other in list(self.book.findings.values()):
+            if other.id == state.id or not any(rules < r for r in self._rule_sets(other, state.anomaly_class,
+                                                                                 final.request_type, evidence)):
+                continue
+            stored, into = self.store.finding(other.id), self.store.finding(state.id)
+            if stored is None or into is None:
+                continue
+            frames = [bytes.fromhex(h) for h in (stored.get("reproducer") or {}).get("frames_hex", [])]
+            if state.condition is not None and not self._values.meets(frames, state.condition):
+                continue
+            into.setdefault("merged", []).append({
+                "id": other.id, "key": other.key, "anomaly_id": stored.get("first_anomaly_id"),
+                "reason": f"a trigger of finding {state.id}, of fewer rules broken, reaches the defect of its reproducer"})
+            self.book.merge(other, state)
+            into.update(self._index_of(state))
+            self.store.merge_findings(other.id, state.id, into)
+            self._log("finding-merged", f"finding {other.id} is finding {state.id} ({state.key})")
 
     def _condition_earlier(self, key: str, condition: Condition, state: FindingState) -> None:
         """A finding confirmed earlier under `key` with no condition (its minimisation did not
