@@ -87,6 +87,46 @@ def test_a_healthy_target_that_resets_on_garbage_is_not_an_anomaly_but_on_a_vali
     assert valid.kind in (ReplyKind.RESET, ReplyKind.CLOSED) and valid.request_valid
     assert first_look(valid.kind, valid.request_valid, 0) == (True, AnomalyClass.CONNECTION_RESET)
 
+# pymodbus 3.16.1 answers it, by its transaction id, with a record of the wrong length
+READ_FILE_RECORD = bytes.fromhex("00010000000a01140706100000010002")
+READ_HOLDING = bytes.fromhex("000200000006010300000001")  # the faulty server's malformed:3 answers it with id 3
+
+
+def _malformed_then_valid(host: str, port: int, malformed: bytes, valid: bytes) -> tuple:
+    """(the malformed answer's outcome, was its connection kept?, the next case's outcome, on it?)."""
+
+    async def run() -> tuple:
+        runner = CaseRunner(ModbusTCP(), host, port, timeout=1.0)
+        try:
+            first = await runner.run_frames([valid])
+            assert first.kind is ReplyKind.NORMAL
+            conn = runner.conn
+            bad = await runner.run_frames([malformed])
+            kept = runner.conn is conn
+            after = await runner.run_frames([valid])
+            return bad, kept, after, runner.conn is conn
+        finally:
+            runner.drop()
+
+    return asyncio.run(run())
+
+
+def test_a_malformed_answer_that_carries_its_requests_id_keeps_the_connection_and_one_with_another_id_replaces_it(
+        pymodbus_server, faulty_server) -> None:
+    """A well-framed answer to exactly the one request in flight, wrong only in what it says,
+    leaves the stream in step; an answer with another transaction id may belong to anything."""
+    bad, kept, after, same = _malformed_then_valid(*pymodbus_server, READ_FILE_RECORD, VALID_READ)
+    assert bad.kind is ReplyKind.MALFORMED and "record data" in bad.detail and bad.reply[:2] == READ_FILE_RECORD[:2]
+    assert kept and same
+    assert after.kind is ReplyKind.NORMAL and after.reply[:2] == VALID_READ[:2]
+
+    host, port = faulty_server("malformed:3")
+    bad, kept, after, _ = _malformed_then_valid(host, port, READ_HOLDING, READ_INPUTS)
+    assert bad.kind is ReplyKind.MALFORMED and "wrong transaction id" in bad.detail
+    assert not kept
+    assert after.kind is ReplyKind.NORMAL and after.reply[:2] == READ_INPUTS[:2]
+
+
 @pytest.fixture(scope="module")
 def mosquitto() -> Iterator[int]:
     with running_broker() as port:

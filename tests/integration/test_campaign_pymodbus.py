@@ -197,3 +197,30 @@ def test_concurrent_connections_count_every_case_exactly_once(pymodbus_server, t
         assert store.progress()[0] == 800  # the resume point passed every case
     finally:
         store.close()
+
+
+def test_a_known_malformed_answer_in_step_keeps_the_connection_its_history_on_it_goes_on(fresh_pymodbus, tmp_path: Path) -> None:
+    """pymodbus answers reads of file records, by their transaction ids, with records of the
+    wrong length: a reply-level finding. Once it is known, an occurrence is recorded and the
+    connection carries on (nothing but the probe went to the target), so a later anomaly's
+    history on that connection reaches back past it; the old code opened a new connection for
+    every occurrence, and no history ever held an earlier anomaly's case."""
+    host, port = fresh_pymodbus
+    run = tmp_path / "run"
+    assert main(["run", f"modbus://{host}:{port}", "--cases", "3000", "--seed", "1", "--out", str(run), "--quiet"]) == 0
+    store = EvidenceStore.open(run, read_only=True)
+    try:
+        anomalies = store.anomalies()
+    finally:
+        store.close()
+    seen: set[int] = set()
+    carried_on = 0
+    for anomaly in anomalies:
+        if anomaly["class"] in ("malformed-reply", "spec-violation") and seen & set(anomaly["history_case_ids"][:-1]):
+            carried_on += 1
+        seen.add(anomaly["case_id"])
+    assert any(a["class"] == "malformed-reply" and "record data" in a["reply_detail"] for a in anomalies)
+    assert carried_on >= 5, f"{carried_on} of {len(anomalies)} anomalies came after another on the same connection"
+    doc = load_results(run)
+    assert doc["totals"]["cases"] == 3000  # (and every case counted once)
+    assert sum(f["occurrences"] for f in doc["findings"]) == len(anomalies)

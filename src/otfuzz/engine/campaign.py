@@ -841,10 +841,9 @@ class Campaign:
             await self._await_late_answer(case, outcome, runner)
             return
         anomaly = diagnosis.anomaly
-        for each in self._runners:
-            # After a target-level anomaly a late answer means nothing; after a reply-level one,
-            # parked connections still wait for theirs.
-            each.drop() if anomaly.target_level else each.drop_current()
+        served = bool(diagnosis.probes and diagnosis.probes[-1].ok)
+        if anomaly.target_level or not served:
+            self._drop_connections(anomaly)
         # Target-level: everything since the last healthy probe; reply-level: what this connection
         # carried, since a reply can depend on the session state earlier cases left behind; a
         # late answer: its own case (its connection carried nothing after it).
@@ -924,7 +923,7 @@ class Campaign:
         anomaly_id = self.store.add_anomaly(case.case_id, case.group, anomaly.value, record, state.id)
         self._anomaly_counts[anomaly.value] += 1
         self._log("anomaly", f"#{anomaly_id} {anomaly.value} at case {case.case_id} (finding {state.id}): {case.description}")
-        if anomaly.target_level or not (diagnosis.probes and diagnosis.probes[-1].ok):
+        if anomaly.target_level or not served:
             if not await self.investigator.restore():
                 raise TargetDown(
                     f"target stopped answering after case {case.case_id} ({anomaly.value}) and did not recover within "
@@ -940,6 +939,7 @@ class Campaign:
         if (new or not (state.tried or state.confirmed)) and self.config.confirm and self._may_investigate():
             # a finding met while investigation had used its share is tried at its next occurrence,
             # not left unconfirmed (and so never held back) until the campaign ends
+            self._drop_connections(anomaly)
             await self._investigate(state, anomaly_id, time.monotonic() + FINDING_INVESTIGATION_S)
         elif (anomaly.target_level and state.confirmed and evidence is not None and evidence.strong
               and trigger.text not in state.triggers and self.config.confirm and self._may_investigate()):
@@ -952,6 +952,15 @@ class Campaign:
             self._outages.append((perf_started, time.perf_counter()))
         self._last_probe = time.monotonic()
         self._health = "ok"
+
+    def _drop_connections(self, anomaly: AnomalyClass) -> None:
+        """Close the workers' connections before a restore or a replay: their state is not what
+        their history says after either. After a target-level anomaly a late answer means
+        nothing; after a reply-level one, parked connections still wait for theirs. (A reply-level
+        occurrence of a known finding, with the target serving, keeps them: the reply was framed
+        in step, and nothing but the probe went to the target since.)"""
+        for each in self._runners:
+            each.drop() if anomaly.target_level else each.drop_current()
 
     # -- findings -------------------------------------------------------------------------------
 

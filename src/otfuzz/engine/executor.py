@@ -411,7 +411,7 @@ class CaseRunner:
                     problems = tuple(checked)
                     if problems:
                         kind, detail = ReplyKind.SPEC_VIOLATION, "answered normally: " + "; ".join(problems)
-                if kind is ReplyKind.MALFORMED:
+                if kind is ReplyKind.MALFORMED and not self._answered_in_step(conn, frame, exchange.reply):
                     self._out_of_step()
                 elif not protocol.keeps_connection(frame, exchange.reply):
                     self.drop_current()  # the target may close it after this answer: not its fault then
@@ -527,6 +527,16 @@ class CaseRunner:
         if len(self.quiet) >= self.MAX_QUIET:
             self._harvest(close_all=False)
         return len(self.quiet) < self.MAX_QUIET
+
+    def _answered_in_step(self, conn: Connection, frame: bytes, reply: bytes) -> bool:
+        """A malformed answer that carries the id of the one request in flight, with nothing
+        received after it: the target framed exactly that request and answered it, and only what
+        the answer says is wrong, so the stream is in step and the connection is kept. (Against
+        pymodbus, which answers some reads of file records with the wrong record length, a fresh
+        connection per malformed answer was one connect in four.)"""
+        request_id = self.protocol.request_id(frame)
+        return (request_id is not None and self.protocol.reply_id(reply) == request_id
+                and conn.reuse == REUSE_STREAM and conn.drained)
 
     def _out_of_step(self) -> None:
         """The stream may carry a late or stray answer: a byte stream is replaced (a datagram

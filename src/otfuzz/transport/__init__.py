@@ -7,8 +7,10 @@ never name TCP or UDP themselves. Every transport's connection offers the same f
 `exchange`, `alive`, `session`, `close`, `abort`, and says how the engine may reuse it between
 cases (`reuse`):
 
-- "stream": keep it while it is in step; open a new one after silence, a malformed reply or a
-  frame of the wrong length, since a late answer could otherwise be taken for the next (TCP);
+- "stream": keep it while it is in step; open a new one after silence, a frame of the wrong
+  length or a malformed reply, since a late answer could otherwise be taken for the next (TCP).
+  A malformed reply that carries its request's id (`Protocol.request_id`) with nothing received
+  after it (`drained`) leaves the stream in step: only its content is wrong;
 - "always": replies are matched to their request by the session (a datagram protocol's invoke
   id), so nothing that happens to one case puts the connection out of step (UDP);
 - "case": one case per connection (a datagram protocol asked for a fresh source port per case).

@@ -205,7 +205,8 @@ class Connection:
     """One TCP connection to the target, carrying one protocol session."""
 
     # A byte stream can fall out of step (a late reply, a frame cut short): the engine opens a
-    # new connection after silence, a malformed reply or a stray frame (see otfuzz.transport).
+    # new connection after silence, a stray frame or a malformed reply, unless that reply
+    # carries the request's own id with nothing after it (see otfuzz.transport).
     reuse = "stream"  # REUSE_STREAM
 
     def __init__(self, wire: _Wire, transport: asyncio.Transport) -> None:
@@ -268,6 +269,11 @@ class Connection:
     async def wait_more(self, timeout: float, start: float) -> Exchange:
         """Go on waiting for the reply to the last frame (see Wire.wait_more)."""
         return await self._wire.wait_more(timeout, start)
+
+    @property
+    def drained(self) -> bool:
+        """Nothing received beyond the replies taken: no further reply, no part of one."""
+        return not self._wire.replies and not self._wire.session.leftover()
 
     def late_reply(self) -> tuple[bytes, float] | None:
         """A reply that arrived after its exchange gave up waiting, with its arrival time
