@@ -11,7 +11,10 @@ rounds (their order rotating each round) so that a busy machine weighs on all al
 - otfuzz at its defaults (concurrency 1; every reply read and classified; new findings replayed
   and minimised as they are met, which may take up to half of the fuzzing time),
 - otfuzz with `--no-confirm` (anomalies recorded, no replay: the engine's own pace),
-- otfuzz with `--concurrency 4`.
+- otfuzz with `--concurrency 4`,
+- `wire_ceiling`: the traffic of otfuzz's default campaign (recorded in that run) sent again by
+  a client that does nothing else (bench/wire.py): what pymodbus allows that traffic at most,
+  whatever reads and judges it. Cases over replay time.
 
 otfuzz's cases/s is cases over fuzzing time, as in bench/throughput.py; `--confirm-time 1`
 bounds the confirmation phase, which comes after fuzzing and is not in the rate. Prints the rates of
@@ -85,10 +88,31 @@ def otfuzz(extra: list[str]) -> Callable[[int, float, Path], dict[str, Any]]:
     return run
 
 
+def wire_ceiling(port: int, seconds: float, work: Path) -> dict[str, Any]:
+    """What otfuzz's default campaign put on the wire, sent again by a client that does nothing
+    else (bench/wire.py), against a second fresh pymodbus: the target's ceiling for that traffic."""
+    events = work / "wire.pickle"
+    subprocess.run([sys.executable, str(HERE / "wire.py"), "record", "--port", str(port), "--seconds", str(seconds),
+                    "--out", str(events)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=seconds + 120, check=True)
+    server, again = pymodbus()
+    try:
+        out = subprocess.run([sys.executable, str(HERE / "wire.py"), "replay", "--port", str(again), "--events", str(events)],
+                             capture_output=True, text=True, timeout=seconds + 300, check=True)
+    finally:
+        stop_server(server)
+    result: dict[str, Any] = json.loads(out.stdout)
+    return {key: result[key] for key in ("per_s", "cases", "seconds", "campaign_per_s", "short_reads", "connections")}
+
+
+def pymodbus() -> tuple[subprocess.Popen[bytes], int]:
+    """A freshly started pymodbus 3.16.1 (the demo target) and its port."""
+    port = free_port()
+    return start_server([sys.executable, "-m", "otfuzz.demo", "serve", "--port", str(port)], port), port
+
+
 def measure(contestant: Callable[[int, float, Path], dict[str, Any]], seconds: float) -> dict[str, Any]:
     """One contestant against a freshly started pymodbus, stopped afterwards."""
-    port = free_port()
-    server = start_server([sys.executable, "-m", "otfuzz.demo", "serve", "--port", str(port)], port)
+    server, port = pymodbus()
     try:
         with tempfile.TemporaryDirectory(prefix="otfuzz-peers-") as work:
             return contestant(port, seconds, Path(work))
@@ -102,7 +126,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each measurement (default 30; e.g. 5 for a quick look)")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help=f"throwaway venv for boofuzz (default {DEFAULT_VENV})")
     parser.add_argument("--only", help="comma-separated contestants (default all: boofuzz,boofuzz_reading_replies,otfuzz,"
-                                       "otfuzz_no_confirm,otfuzz_concurrency_4)")
+                                       "otfuzz_no_confirm,otfuzz_concurrency_4,wire_ceiling)")
     args = parser.parse_args()
     if args.rounds < 1 or args.seconds <= 0:
         raise SystemExit("--rounds must be 1 or more and --seconds positive")
@@ -113,6 +137,7 @@ def main() -> None:
         "otfuzz": otfuzz([]),
         "otfuzz_no_confirm": otfuzz(["--no-confirm"]),
         "otfuzz_concurrency_4": otfuzz(["--concurrency", "4"]),
+        "wire_ceiling": wire_ceiling,
     }
     names = [n.strip() for n in args.only.split(",")] if args.only else list(contestants)
     unknown = [n for n in names if n not in contestants]
