@@ -140,6 +140,10 @@ def test_trigger_names_fields_and_rules_never_values() -> None:
     # an object named by its numbers is a value too: one leniency, whichever object it met
     assert blank_values("g1v3: variation 3 of group 1 is not defined") == blank_values("g60v146: variation 146 of group 60 is not defined")
     assert blank_values("g1v3: variation 3 of group 1 is not defined") == "g#v#: variation # of group # is not defined"
+    # a float is a value however Python writes it; names that merely contain the letters stay
+    below = {blank_values(f"max_age={value} below 0") for value in (-1.0, float("nan"), float("-inf"), -1e300, -0.5)}
+    assert below == {"max_age=# below #"}
+    assert blank_values("infinity of banana=3") == "infinity of banana=#"
 
 
 def test_titles_say_what_happens_on_what_input() -> None:

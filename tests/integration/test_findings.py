@@ -188,7 +188,7 @@ def test_a_baseline_passes_a_known_target_and_fails_on_the_new_defect_only(tmp_p
     assert status == 0
     baseline = tmp_path / "known.yaml"
     assert main(["findings", str(first), "--save-baseline", str(baseline)]) == 0
-    assert "key_format: 4" in baseline.read_text()
+    assert "key_format: 5" in baseline.read_text()
     capsys.readouterr()
     status, _ = _run(tmp_path, "again", known, 800, "--baseline", str(baseline))
     assert status == 0 and "no new findings" in capsys.readouterr().out

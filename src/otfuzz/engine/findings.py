@@ -22,12 +22,14 @@ from typing import Any
 
 from otfuzz.protocols.base import Protocol
 
-KEY_FORMAT = 4
+KEY_FORMAT = 5
 """Version of the key format below: baselines name it, and refuse keys of another version.
 2: reply-level findings on requests that break rules are keyed by behaviour (BY_BEHAVIOUR).
 3: a malformed reply is keyed by what is wrong with it (`_answered_as`); object labels such as
 DNP3's g30v5 are blanked like any value.
-4: a spec violation is keyed by one rule the request broke (`leniency`), not by all of them."""
+4: a spec violation is keyed by one rule the request broke (`leniency`), not by all of them.
+5: a float written with an exponent, nan or inf is blanked like any number (OPC UA's
+`max_age=nan below 0` was a finding apart from `max_age=# below 0`)."""
 
 SEVERITY: Mapping[str, str] = MappingProxyType({
     "crash": "high",
@@ -45,7 +47,8 @@ SEVERITY_ORDER = ("high", "medium", "low")
 _FAMILY = MappingProxyType({"hang": "unresponsive", "unresponsive-after": "unresponsive"})
 
 _HEX = re.compile(r"0x[0-9a-fA-F]+")
-_NUMBER = re.compile(r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?")
+# (a float the way Python writes it is a number too: -1e+300, nan, -inf)
+_NUMBER = re.compile(r"(?<![A-Za-z_])[-+]?(?:\d+(?:\.\d+)?(?:e[-+]?\d+)?|nan|inf)(?![A-Za-z_])")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\w.+-]*[/\\])+([\w.+-]+)")
 _ADDRESS = re.compile(r"\b(?:0x)?[0-9a-fA-F]{8,16}\b")
