@@ -109,8 +109,13 @@ def test_a_spec_violation_is_keyed_by_one_rule_its_request_broke_wherever_in_the
         "length # runs past the end (# octets left)"
     assert leniency("browse", ("message # (MSG): BrowseRequest body has # bytes after its last field",)) == \
         leniency("read", ("ReadRequest body has # bytes after its last field",)) == "body has # bytes after its last field"
+    # DNP3's function: one outstation parser that acts on requests lacking their objects (dnp3py: 6 findings)
+    assert leniency("direct_operate_crob", ("function DIRECT_OPERATE: no objects",)) == \
+        leniency("write_time", ("function WRITE: no objects",)) == "no objects"
+    assert leniency("request_link_status", ("link function REQUEST_LINK_STATUS: carries # octets of user data",)) == \
+        "carries # octets of user data"
     for kept in ("S7 PDU of # octets is shorter than its #-octet header", "Read Var before Setup Communication",
-                 "PLC Stop names P_PROGRAM", "max_age=# below #"):
+                 "PLC Stop names P_PROGRAM", "max_age=# below #", "function code # is not a valid function"):
         assert leniency("read_var", (kept,)) == kept
     assert finding_key("s7", "spec-violation", Trigger("read_var", ("item_count=# but # items follow",)), None) not in keys
     assert behaviour("spec-violation", "read_var", three.rules) == f"spec-violation: {trailing}"

@@ -29,7 +29,8 @@ KEY_FORMAT = 5
 DNP3's g30v5 are blanked like any value.
 4: a spec violation is keyed by one rule the request broke (`leniency`), not by all of them.
 5: a float written with an exponent, nan or inf is blanked like any number (OPC UA's
-`max_age=nan below 0` was a finding apart from `max_age=# below 0`)."""
+`max_age=nan below 0` was a finding apart from `max_age=# below 0`); DNP3's function name is a
+place like a service's ("function WRITE: no objects" and "function SELECT: no objects" are one)."""
 
 SEVERITY: Mapping[str, str] = MappingProxyType({
     "crash": "high",
@@ -370,11 +371,13 @@ def _any_request(request_type: str, rules: Sequence[str]) -> str:
 
 
 _POSITION = re.compile(r"^(?:(?:tag at octet|data item|item|segment|sub-request|packet|link frame|frame|chunk|TPDU|APDU)"
-                       r" (?:#: |(?=#))|message # \([A-Z]+\): |[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)+ (?=\S)"
+                       r" (?:#: |(?=#))|message # \([A-Z]+\): |(?:link )?function [A-Z][A-Z0-9_]*: "
+                       r"|[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)+ (?=\S)"
                        r"|[A-Z][a-z]*(?:-[A-Z][a-z]*)+ (?=\S))+")
 """Where a rule was broken, as the protocol modules write it: the place in the frame ("item #: ",
 "TPDU #: ", OPC UA's "message # (MSG): ") and the service whose decoder found it (BACnet's
-"ReadProperty ", "Who-Is ", OPC UA's "ReadRequest "): one rule of a shared decoder wherever it is broken.
+"ReadProperty ", "Who-Is ", OPC UA's "ReadRequest ", DNP3's "function DIRECT_OPERATE: "): one
+rule of a shared decoder wherever it is broken.
 Blanking joins "TPDU #: # octets" into "TPDU # octets", so a place is also dropped before a value."""
 
 

@@ -554,12 +554,12 @@ def check_fragment(fragment: bytes, max_fragment: int) -> list[str]:
     body = fragment[2:]
     if function in NO_OBJECTS:
         if body:
-            problems.append(f"{FUNCTIONS[function]} carries no objects, {len(body)} octet(s) follow")
+            problems.append(f"function {FUNCTIONS[function]}: carries no objects, {len(body)} octet(s) follow")
         return problems
     if function not in HEADERS_ONLY and function not in WITH_DATA:
         return problems  # file, application and security functions: objects not judged here
     if not body and function != READ:
-        problems.append(f"{FUNCTIONS[function]} without objects")
+        problems.append(f"function {FUNCTIONS[function]}: no objects")
     problems += parse_objects(body, function)[1]
     if function in (20, 21):
         headers = parse_objects(body, function)[0]
@@ -1075,7 +1075,7 @@ class DNP3(Protocol):
         if function in (CONFIRMED_USER_DATA, UNCONFIRMED_USER_DATA) and not link.user_data:
             problems.append("user data frame without a transport octet")
         if function in LINK_ANSWERED and link.user_data:
-            problems.append(f"{PRIMARY_FUNCTIONS[function]} carries {len(link.user_data)} octets of user data")
+            problems.append(f"link function {PRIMARY_FUNCTIONS[function]}: carries {len(link.user_data)} octets of user data")
         return problems
 
     def classify(self, request: bytes, reply: bytes) -> ReplyVerdict:
