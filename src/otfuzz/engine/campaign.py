@@ -22,6 +22,7 @@ from otfuzz.engine.executor import PIPELINE_DEPTH, CaseOutcome, CaseRunner, Late
 from otfuzz.engine.findings import (
     CONDITION_SEPARATOR,
     COSTLY,
+    FAULT_TRIGGER,
     SEVERITY_ORDER,
     Condition,
     FindingBook,
@@ -30,7 +31,6 @@ from otfuzz.engine.findings import (
     TargetEvidence,
     Trigger,
     blank_values,
-    FAULT_TRIGGER,
     describe,
     fault_trigger,
     finding_key,
