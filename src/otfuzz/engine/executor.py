@@ -1,8 +1,9 @@
 """Runs test cases over a connection and judges each reply with the protocol module.
 
 One `CaseRunner` per worker: it keeps its connection across cases (reuse is most of the speed)
-and, on a byte stream, drops it whenever the stream may be out of step (no reply, malformed
-reply, close), so a late answer to one case is never taken for the answer to the next. A valid
+and, on a byte stream, drops it whenever the stream may be out of step (no reply, a malformed
+reply that does not carry its request's id with nothing after it, close), so a late answer to
+one case is never taken for the answer to the next. A valid
 request left unanswered on a byte stream is not simply dropped: its connection is parked,
 carrying nothing else, until its grace window ends, so that a late answer is still read, timed
 and attributed to its own case. A datagram connection whose session matches replies by invoke
