@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -605,6 +606,7 @@ def _undefined_code(code: int) -> str | None:
     return f"function code {code} (0x{code:02x}) is not a defined Modbus function"
 
 
+@lru_cache(maxsize=256)
 def _exception_detail(code: int) -> str:
     name = EXCEPTION_CODES.get(code, "undefined exception code")
     return f"exception 0x{code:02x} {name}"
@@ -863,10 +865,13 @@ class ModbusTCP(Protocol):
         return ReplyVerdict(ReplyKind.MALFORMED, fault.text)
 
     def _classify_exception(self, request: bytes, reply: bytes, asked: int | None, code: int) -> ReplyVerdict:
-        values, fault = _decode_reply(_EXCEPTION_REPLY, reply)
-        if values is None:
-            return ReplyVerdict(ReplyKind.MALFORMED, f"exception reply of {len(reply)} bytes, not {HEADER_SIZE + 2}")
-        detail = _exception_detail(values["exception_code"])
+        if len(reply) == HEADER_SIZE + 2:  # the only size an exception reply has (most replies to fuzzing are these)
+            detail = _exception_detail(reply[HEADER_SIZE + 1])
+        else:
+            values, _ = _decode_reply(_EXCEPTION_REPLY, reply)
+            if values is None:
+                return ReplyVerdict(ReplyKind.MALFORMED, f"exception reply of {len(reply)} bytes, not {HEADER_SIZE + 2}")
+            detail = _exception_detail(values["exception_code"])
         if asked is not None and code == asked | 0x80:
             return ReplyVerdict(ReplyKind.EXCEPTION, detail)
         # pymodbus answers requests its decoder refuses with fc 0x80: a rejection, not a fault.
