@@ -71,6 +71,8 @@ SLOW_FLOOR = 0.05
 milliseconds more on a busy host is noise, not a defect."""
 FINDING_INVESTIGATION_S = 30.0
 """Time one new finding's replay and minimisation may take during the campaign."""
+PREFETCH_HELD = 16
+"""Cases one prefetch may find held back (each counted) before it leaves the next to the loop."""
 CONNECTION_SHARE = 0.05
 """Most of the campaign's time connection-level cases may take (each holds for seconds):
 beyond it, a connection case is deferred (counted, not run)."""
@@ -478,23 +480,34 @@ class Campaign:
         # a cheap valid request right behind a frame that may be dropped: its answer ends the wait
         runner.sync = self.protocol.sync_request() if self.silence is not None else None
         self._runners.append(runner)
-        ahead: deque[TestCase] = deque()  # generated, ids reserved, in id order
+        ahead: deque[TestCase] = deque()  # generated, ids reserved, in id order, none held back
 
         def prefetch() -> None:
             # While the target works on this case: the feedback of the one judged before it, then
-            # the next case (ids stay reserved in order) with its rules and triggers, which decide
-            # whether it is held and how it is sent.
+            # the next case to send (ids stay reserved in order) with its rules and triggers, which
+            # decide how it is sent. Cases held back on the way are counted here, off the wire's path.
             self._take_in_feedback()
-            next_id = self._take_id()
-            if next_id is not None:
-                ahead.append(self._prepared(self.generator.case(next_id)))
+            for _ in range(PREFETCH_HELD):
+                next_id = self._take_id()
+                if next_id is None:
+                    return
+                case = self._prepared(self.generator.case(next_id))
+                if not self._held(case):
+                    ahead.append(case)
+                    return
 
         def next_case() -> TestCase | None:
-            if ahead:
-                return ahead.popleft()
-            self._take_in_feedback()
-            case_id = self._take_id()
-            return None if case_id is None else self.generator.case(case_id)
+            """The next case to send (None: the campaign is over); held-back ones are counted."""
+            while True:
+                if ahead:
+                    return ahead.popleft()
+                self._take_in_feedback()
+                case_id = self._take_id()
+                if case_id is None:
+                    return None
+                case = self.generator.case(case_id)
+                if not self._held(case):
+                    return case
 
         try:
             while True:
@@ -504,8 +517,6 @@ class Campaign:
                 case = next_case()
                 if case is None:
                     return
-                if self._held(case):
-                    continue
                 if case.pattern is not None:
                     if not await self._pattern_case(case, runner):
                         return
@@ -517,8 +528,6 @@ class Campaign:
                         more = next_case()
                         if more is None:
                             break
-                        if self._held(more):
-                            continue
                         if more.pattern is not None or not self._pipelinable(more, runner, window):
                             ahead.appendleft(more)
                             break
