@@ -137,6 +137,25 @@ def test_occurrences_are_counted_and_every_anomaly_belongs_to_one_finding(plante
     assert planted["totals"]["findings"] == len(ids)
 
 
+def test_a_known_reply_level_finding_is_recorded_again_without_a_probe(planted: dict[str, Any]) -> None:
+    # The malformed reply is its own sign of life: once the finding is confirmed, an occurrence
+    # is counted and recorded without probing the target again (the periodic probe goes on).
+    finding = _by_defect(planted)["malformed"]
+    mine = [a for a in planted["anomalies"] if a["finding_id"] == finding["id"]]
+    before = [a for a in mine if a["elapsed_s"] < finding["confirmed_elapsed_s"]]
+    after = [a for a in mine if a["elapsed_s"] > finding["confirmed_elapsed_s"]]
+    assert before and after, (len(before), len(after))
+    assert all(a["probes"] for a in before)
+    unprobed = [a for a in after if not a["probes"]]
+    assert unprobed and all(a["probe"] == f"none: an occurrence of confirmed finding {finding['id']}, answered; "
+                                          "the periodic probe goes on" for a in unprobed)
+    assert all(a["class"] == "malformed-reply" and a["reply_hex"] for a in unprobed)
+    assert finding["occurrences"] == len(mine)
+    # a costly finding is never taken on trust: every crash occurrence was probed
+    crash = _by_defect(planted)["overflow-crash"]
+    assert all(a["probes"] for a in planted["anomalies"] if a["finding_id"] == crash["id"])
+
+
 def test_each_reproducer_triggers_its_own_defect_and_no_other(planted: dict[str, Any]) -> None:
     for name, finding in _by_defect(planted).items():
         frames = [bytes.fromhex(h) for h in finding["reproducer"]["frames_hex"]]

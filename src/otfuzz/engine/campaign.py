@@ -46,7 +46,7 @@ from otfuzz.engine.rules import RuleMemo
 from otfuzz.engine.silence import SilenceBook
 from otfuzz.engine.strategies import StrategyOptions
 from otfuzz.engine.values import Dictionary
-from otfuzz.engine.investigate import ANSWERED, STALL_SHARE, Investigator, TargetDown
+from otfuzz.engine.investigate import ANSWERED, STALL_SHARE, Diagnosis, Investigator, TargetDown
 from otfuzz.engine.strategies import GROUPS
 from otfuzz.engine.config import RecordedConfig
 from otfuzz.errors import OtfuzzError
@@ -839,10 +839,18 @@ class Campaign:
                             runner: CaseRunner, own: bool = False) -> None:
         self._take_in_feedback()  # a new finding joins the corpus after every case judged before it
         started, perf_started = time.monotonic(), time.perf_counter()
-        diagnosis = await self.investigator.diagnose(candidate)
-        for result in diagnosis.probes:
-            self._record_probe(result)
-        self._last_probe = time.monotonic()
+        known = self._known_reply_finding(case, outcome, candidate)
+        if known is not None:
+            # Another occurrence of a confirmed reply-level finding: the reply itself shows the
+            # target serving, and a probe after it would say nothing a probe after the first
+            # occurrence did not. The periodic probe goes on; the cases since the last one stay
+            # suspects of a target-level anomaly, so one that follows is still blamed right.
+            diagnosis = Diagnosis(candidate)
+        else:
+            diagnosis = await self.investigator.diagnose(candidate)
+            for result in diagnosis.probes:
+                self._record_probe(result)
+            self._last_probe = time.monotonic()
         if diagnosis.anomaly is None:
             self._history.clear()
             self._answered.clear()
@@ -850,7 +858,7 @@ class Campaign:
             await self._await_late_answer(case, outcome, runner)
             return
         anomaly = diagnosis.anomaly
-        served = bool(diagnosis.probes and diagnosis.probes[-1].ok)
+        served = known is not None or bool(diagnosis.probes and diagnosis.probes[-1].ok)
         if anomaly.target_level or not served:
             self._drop_connections(anomaly)
         # Target-level: everything since the last healthy probe; reply-level: what this connection
@@ -903,6 +911,8 @@ class Campaign:
                         "probe_slow_threshold_ms": round(self.probe.slow_threshold * 1000, 3),
                         "slow_reply_ms": round(self.slow_threshold * 1000, 3)},
             "probes": [p.as_record(self.t0 - self.elapsed_before) for p in diagnosis.probes],
+            **({"probe": f"none: an occurrence of confirmed finding {known.id}, answered; the periodic probe goes on"}
+               if known is not None else {}),
             "reproducible": False,
             "confirmation": {"status": "pending" if self.config.confirm else "skipped"},
             "reproducer": {"case_ids": [c.case_id for c in history], "frames_hex": [f.hex() for c in history for f in c.frames],
@@ -929,9 +939,14 @@ class Campaign:
         elif not anomaly.target_level:
             # A reply answers its own request: the case is the trigger, no replay needed to know it.
             self._learn_trigger(state, trigger.text, suspect.fault, trigger.request_type)
+        if known is not None:
+            record["handling_s"] = round(time.monotonic() - started, 3)
+            self._known_s += time.monotonic() - started
         anomaly_id = self.store.add_anomaly(case.case_id, case.group, anomaly.value, record, state.id)
         self._anomaly_counts[anomaly.value] += 1
         self._log("anomaly", f"#{anomaly_id} {anomaly.value} at case {case.case_id} (finding {state.id}): {case.description}")
+        if known is not None:
+            return  # (nothing probed: the cases since the last probe are not cleared of suspicion)
         if anomaly.target_level or not served:
             if not await self.investigator.restore():
                 raise TargetDown(
@@ -961,6 +976,19 @@ class Campaign:
             self._outages.append((perf_started, time.perf_counter()))
         self._last_probe = time.monotonic()
         self._health = "ok"
+
+    def _known_reply_finding(self, case: TestCase, outcome: CaseOutcome, candidate: AnomalyClass | None) -> FindingState | None:
+        """The confirmed finding a reply-level anomaly is one more occurrence of, when no probe
+        is needed to say so: the target answered, a probe was due no sooner than usual, and no
+        process otfuzz watches has exited. Keyed as the probed path keys it (no target evidence)."""
+        if (candidate is None or candidate.target_level or candidate is AnomalyClass.SLOW_REPLY or outcome.reply is None
+                or case.pattern is not None or (self.process is not None and self.process.poll() is not None)
+                or time.monotonic() - self._last_probe >= self.config.probe_interval):
+            return None
+        frame = case.frames[min(outcome.frame_index, len(case.frames) - 1)]
+        key = finding_key(self.protocol.name, candidate.value, trigger_of(self.protocol, frame, self.rules), None, outcome.detail)
+        state = self.book.lookup(key)
+        return state if state is not None and state.confirmed else None
 
     def _drop_connections(self, anomaly: AnomalyClass) -> None:
         """Close the workers' connections before a restore or a replay: their state is not what
