@@ -98,9 +98,10 @@ class Feedback:
 
     def observed_for(self, case_id: int) -> int:
         """How many target-reported values a case that draws from the dictionary may use."""
-        record = self._recorded(case_id)
         if not self.live or case_id < self.horizon:
+            record = self._recorded(case_id)
             return record.observed if record else 0
+        record = self.lineage.get(case_id)  # (a new case: what choose() just gave it, never the store's)
         self.horizon = case_id
         observed = len(self.dictionary.observed)
         if observed:
