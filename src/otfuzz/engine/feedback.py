@@ -66,6 +66,7 @@ class Feedback:
     sizes: list[tuple[float, int]] = field(default_factory=list)  # (campaign time, corpus size) samples
     lookup: Callable[[int], Lineage | None] | None = None  # committed lineage (the store), for old case ids
     horizon: int = -1  # the highest case id generated live so far
+    _fresh: int | None = None  # the id choose() last generated live (no lineage of it is stored)
 
     def by_id(self, entry_id: int) -> CorpusEntry | None:
         return self.entries[entry_id - 1] if 0 < entry_id <= len(self.entries) else None
@@ -85,11 +86,12 @@ class Feedback:
         what it got then; a new one the current corpus and dictionary, recorded as its lineage.
         """
         if not self.live or case_id <= self.horizon:
+            self._fresh = None
             record = self._recorded(case_id)
             if record is None:
                 return None, 0
             return (self.by_id(record.parent) if record.parent else None), record.observed
-        self.horizon = case_id
+        self.horizon = self._fresh = case_id
         observed = len(self.dictionary.observed)
         entry = self.entries[pick % len(self.entries)] if self.entries else None
         if entry is not None or observed:
@@ -101,7 +103,10 @@ class Feedback:
         if not self.live or case_id < self.horizon:
             record = self._recorded(case_id)
             return record.observed if record else 0
-        record = self.lineage.get(case_id)  # (a new case: what choose() just gave it, never the store's)
+        if case_id > self.horizon or case_id == self._fresh:
+            record = self.lineage.get(case_id)  # a new id: what choose() just gave it, never a stored lineage
+        else:
+            record = self._recorded(case_id)  # (the last id generated, generated again: it may be stored)
         self.horizon = case_id
         observed = len(self.dictionary.observed)
         if observed:
