@@ -979,7 +979,7 @@ class Campaign:
 
     def _known_reply_finding(self, case: TestCase, outcome: CaseOutcome, candidate: AnomalyClass | None) -> FindingState | None:
         """The confirmed finding a reply-level anomaly is one more occurrence of, when no probe
-        is needed to say so: the target answered, a probe was due no sooner than usual, and no
+        is needed to say so: the target answered, the periodic probe is not yet due, and no
         process otfuzz watches has exited. Keyed as the probed path keys it (no target evidence)."""
         if (candidate is None or candidate.target_level or candidate is AnomalyClass.SLOW_REPLY or outcome.reply is None
                 or case.pattern is not None or (self.process is not None and self.process.poll() is not None)
