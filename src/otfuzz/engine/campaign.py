@@ -482,32 +482,34 @@ class Campaign:
         self._runners.append(runner)
         ahead: deque[TestCase] = deque()  # generated, ids reserved, in id order, none held back
 
-        def prefetch() -> None:
-            # While the target works on this case: the feedback of the one judged before it, then
-            # the next case to send (ids stay reserved in order) with its rules and triggers, which
-            # decide how it is sent. Cases held back on the way are counted here, off the wire's path.
-            self._take_in_feedback()
-            for _ in range(PREFETCH_HELD):
-                next_id = self._take_id()
-                if next_id is None:
-                    return
-                case = self._prepared(self.generator.case(next_id))
-                if not self._held(case):
-                    ahead.append(case)
-                    return
-
-        def next_case() -> TestCase | None:
-            """The next case to send (None: the campaign is over); held-back ones are counted."""
-            while True:
-                if ahead:
-                    return ahead.popleft()
-                self._take_in_feedback()
+        def generate(limit: int | None) -> TestCase | None:
+            """The next case to send, ids reserved in order, with its rules and triggers; cases
+            held back on the way are counted (None: the campaign is over, or `limit` were held)."""
+            held = 0
+            while limit is None or held < limit:
                 case_id = self._take_id()
                 if case_id is None:
                     return None
-                case = self.generator.case(case_id)
+                case = self._prepared(self.generator.case(case_id))
                 if not self._held(case):
                     return case
+                held += 1
+            return None
+
+        def prefetch() -> None:
+            # While the target works on this case: the feedback of the one judged before it, then
+            # the next case to send, so that what decides how it is sent, and the cases held back
+            # on the way, cost nothing on the wire's path.
+            self._take_in_feedback()
+            case = generate(PREFETCH_HELD)
+            if case is not None:
+                ahead.append(case)
+
+        def next_case() -> TestCase | None:
+            if ahead:
+                return ahead.popleft()
+            self._take_in_feedback()
+            return generate(None)
 
         try:
             while True:
