@@ -244,3 +244,39 @@ def test_a_drop_the_target_always_makes_is_marked_expected_and_is_not_parked_on_
     first = _run_alone(CaseRunner(protocol, host, port, timeout=1.0, silence_timeout=0.05, silence=SilenceBook(protocol)),
                        TestCase(2, "structural", (FOREIGN_PROTOCOL_WRITE,), "write_single_register", "first drop"))
     assert first.kind is ReplyKind.NO_REPLY and not first.expected_silence  # the first drops still count as silence
+
+
+def test_a_quiet_case_answered_after_all_is_counted_by_its_answer_not_as_no_reply(faulty_server, tmp_path: Path) -> None:
+    _, port = faulty_server()
+    campaign, store = _campaign(tmp_path, port, "recount", max_cases=4)
+    exception = bytes.fromhex("000700000003018403")  # illegal data value, for fc 4
+    answered = CaseOutcome(ReplyKind.NORMAL, "read holding registers", bytes.fromhex("00080000000501030200 00".replace(" ", "")),
+                           0.001, 0)
+
+    async def run() -> None:
+        await campaign.start(False)
+        runner = campaign._new_runner()
+        try:
+            ids = [campaign._take_id() for _ in range(4)]
+            cases = [TestCase(i, "boundary", (INPUTS_QUANTITY_ZERO if i % 2 == 0 else VALID_READ,), "read_input_registers", "")
+                     for i in ids]
+            for quiet, flush_between in ((cases[0], True), (cases[2], False)):
+                parked = CaseOutcome(ReplyKind.NO_REPLY, "timeout", None, 0.0, 0, (), True, expected_silence=True)
+                assert await campaign._judge(quiet, parked, runner)
+                if flush_between:
+                    campaign._flush()  # committed as no reply before its answer is read
+                runner._late.append(LateReply(quiet, INPUTS_QUANTITY_ZERO, exception, 0.004, ReplyKind.EXCEPTION,
+                                              "illegal data value", time.perf_counter(), 0, quiet=True))
+                assert await campaign._judge(cases[quiet.case_id + 1], answered, runner)
+            campaign._flush()
+        finally:
+            runner.drop()
+            campaign.probe.close()
+
+    try:
+        asyncio.run(run())
+        counts = store.counts()
+    finally:
+        store.close()
+    assert counts["boundary"].get("no-reply", 0) == 0 and counts["boundary"]["exception"] == 2, counts
+    assert sum(counts["boundary"].values()) == 4  # every case once

@@ -210,6 +210,7 @@ class Campaign:
         self._next_id = 0
         self._inflight: set[int] = set()
         self._results: dict[int, tuple[str, str]] = {}
+        self._committed_below = 0  # case ids below it are counted in the store (see _flush)
         self._history: deque[TestCase] = deque(maxlen=HISTORY_LIMIT)
         self._answered: set[int] = set()  # case ids in the history that drew an answer
         self._lock = asyncio.Lock()
@@ -830,12 +831,25 @@ class Campaign:
             problems = tuple(self.protocol.check_request(late.frame))
             if problems:
                 kind, detail = ReplyKind.SPEC_VIOLATION, "answered normally: " + "; ".join(problems)
+        self._recount_answered(late.case, kind)
         _, candidate = first_look(kind, False, 0)
         if candidate is None:
             return  # an exception reply or the like: a rejection, nothing to report
         case = late.case if late.index >= len(late.case.frames) - 1 else replace(late.case, frames=late.case.frames[: late.index + 1])
         outcome = CaseOutcome(kind, detail, late.reply, late.latency, late.index)
         await self._check_health(case, outcome, candidate, runner, own=True)
+
+    def _recount_answered(self, case: TestCase, kind: ReplyKind) -> None:
+        """A quietly parked case was answered after all: it is counted by what it drew, not as
+        no reply (the counts by reply kind would say otherwise of a case that got an answer)."""
+        no_reply = (case.group, ReplyKind.NO_REPLY.value)
+        if self._results.get(case.case_id) == no_reply:
+            self._results[case.case_id] = (case.group, kind.value)
+        elif case.case_id not in self._results and case.case_id < self._committed_below:
+            self.store.count(*no_reply, -1)  # committed already: the correction goes in the next flush
+            self.store.count(case.group, kind.value)
+        if kind not in SILENT:
+            self._answered.add(case.case_id)  # not a suspect of a target that stopped answering
 
     async def _check_health(self, case: TestCase, outcome: CaseOutcome, candidate: AnomalyClass | None,
                             runner: CaseRunner, own: bool = False) -> None:
@@ -1401,6 +1415,7 @@ class Campaign:
         for case_id in [c for c in self._results if c < watermark]:
             group, reply = self._results.pop(case_id)
             self.store.count(group, reply)
+        self._committed_below = watermark
         feedback = self.feedback
         for entry in feedback.entries[self._stored_corpus:]:
             self.store.corpus_entry(entry.id, entry.case_id, list(entry.frames), entry.reason, round(self.elapsed(), 3))

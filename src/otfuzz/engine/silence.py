@@ -6,9 +6,10 @@ header, and everything after it on that connection), so every such case waits ou
 timeout for nothing: at defaults that wait is most of a campaign's time. Once frames breaking
 one rule have gone unanswered `LEARN_AFTER` times and none was ever answered, a frame breaking
 that rule is not waited for at all: the case runner parks its connection for the usual silence
-wait and moves on. An answer that does come is still read on the parked connection, judged and
-recorded against its own case (see `CaseRunner`), and the first answer to a frame ends the
-learning of every rule that frame broke, for good. No verdict gets weaker: what the usual wait
+wait and moves on. An answer that does come is still read on the parked connection, judged,
+recorded against its own case (see `CaseRunner`) and counted by what it drew, not as no reply;
+the first answer to a frame ends the learning of every rule that frame broke, for good. No
+verdict gets weaker: what the usual wait
 would have caught is still caught. Where a second connection would displace the first (DNP3)
 there is no parking, and such a frame waits in full as before.
 
