@@ -9,9 +9,9 @@ that rule is not waited for at all: the case runner parks its connection for the
 wait and moves on. An answer that does come is still read on the parked connection, judged,
 recorded against its own case (see `CaseRunner`) and counted by what it drew, not as no reply;
 the first answer to a frame ends the learning of every rule that frame broke, for good. No
-verdict gets weaker: what the usual wait
-would have caught is still caught. Where a second connection would displace the first (DNP3)
-there is no parking, and such a frame waits in full as before.
+verdict gets weaker: what the usual wait would have caught is still caught. Where a second
+connection would displace the first (DNP3) there is no parking, and such a frame waits in full
+as before.
 
 A learned drop is also no sign that the target stopped serving: it does not count toward the
 run of silences after which the campaign probes the target (one that did stop is found out by
