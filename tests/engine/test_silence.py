@@ -280,3 +280,58 @@ def test_a_quiet_case_answered_after_all_is_counted_by_its_answer_not_as_no_repl
         store.close()
     assert counts["boundary"].get("no-reply", 0) == 0 and counts["boundary"]["exception"] == 2, counts
     assert sum(counts["boundary"].values()) == 4  # every case once
+
+
+def _echo(transaction_id: int, data_bytes: int) -> bytes:
+    """Diagnostics 8/0 (return query data) with `data_bytes` of data: past 252 the ADU is longer
+    than the 260-byte maximum; pymodbus still echoes up to 254 and drops longer ones."""
+    pdu = bytes([0x08, 0, 0]) + bytes(data_bytes)
+    return transaction_id.to_bytes(2, "big") + b"\x00\x00" + (len(pdu) + 1).to_bytes(2, "big") + b"\x01" + pdu
+
+
+def test_a_kind_answered_when_short_is_learned_silent_above_the_longest_frame_answered() -> None:
+    book = SilenceBook(ModbusTCP())
+    answered, longer = _echo(1, 254), [_echo(1, n) for n in (300, 280, 400, 290, 350)]
+    assert book.kinds(answered) == book.kinds(longer[0])  # the sizes are blanked: one kind
+    kinds = book.kinds(answered)
+    book.note(kinds, True, len(answered))
+    for frame in longer[:LEARN_AFTER - 1]:
+        book.note(kinds, False, len(frame))
+    assert not book.learned(kinds, 500)
+    book.note(kinds, False, len(longer[LEARN_AFTER - 1]))  # 300, 280, 400 and 290 dropped: learned from 400 on
+    assert book.learned(kinds, len(longer[2])) and book.learned(kinds, 10_000)
+    assert not book.learned(kinds, len(_echo(1, 399))) and not book.learned(kinds, len(answered)) and not book.learned(kinds)
+    assert book.as_record()["learned_silent_above_a_length"] >= 1
+    book.note(kinds, True, len(_echo(1, 320)))  # answered longer: the bar rises, and the learning starts again above it
+    assert not book.learned(kinds, len(longer[2]))
+    for n in (330, 335, 340):
+        book.note(kinds, False, len(_echo(1, n)))
+    assert book.learned(kinds, len(longer[2])) and not book.learned(kinds, len(_echo(1, 399)))  # 400 still counts
+    book.note(kinds, False, len(_echo(1, 345)))
+    assert book.learned(kinds, len(_echo(1, 345))) and not book.learned(kinds, len(_echo(1, 344)))
+
+
+def test_against_pymodbus_a_frame_longer_than_any_answered_of_its_kind_is_parked_and_a_shorter_one_waited_for(
+        fresh_pymodbus) -> None:
+    host, port = fresh_pymodbus
+    protocol = ModbusTCP()
+    book = SilenceBook(protocol)
+
+    async def run() -> list[tuple[ReplyKind, bool, float]]:
+        runner = CaseRunner(protocol, host, port, timeout=1.0, silence_timeout=0.3, silence=book)
+        results = []
+        try:
+            for case_id, data in enumerate((254, 300, 310, 320, 330, 400, 250)):
+                started = time.perf_counter()
+                outcome = await runner.run(TestCase(case_id, "mutation", (_echo(case_id + 1, data),), "diagnostics", f"{data} bytes"))
+                results.append((outcome.kind, outcome.expected_silence, time.perf_counter() - started))
+        finally:
+            runner.drop()
+        return results
+
+    results = asyncio.run(run())
+    first, *dropped, learned, shorter = results
+    assert first[0] is not ReplyKind.NO_REPLY  # pymodbus answers an ADU of 264 bytes
+    assert all(kind is ReplyKind.NO_REPLY and waited >= 0.3 for kind, _, waited in dropped)  # longer ones: dropped, waited for
+    assert learned[0] is ReplyKind.NO_REPLY and learned[1] and learned[2] < 0.15  # then parked at once
+    assert shorter[0] is not ReplyKind.NO_REPLY  # a shorter one is still waited for, and answered

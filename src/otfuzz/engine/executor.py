@@ -276,7 +276,7 @@ class CaseRunner:
                 self._late.append(LateReply(parked.case, parked.frame, reply, arrived - parked.sent_at, verdict.kind,
                                             verdict.detail, parked.sent_at, parked.index, bool(parked.quiet)))
                 if parked.quiet and self.silence is not None:
-                    self.silence.note(parked.quiet, answered=True)  # never cut short for this kind again
+                    self.silence.note(parked.quiet, True, len(parked.frame))  # not cut short for this kind again, at this length
                 parked.conn.close()
             elif close_all or now >= parked.until or not parked.conn.alive:
                 parked.conn.close()
@@ -361,7 +361,7 @@ class CaseRunner:
                 wait = self.silence_timeout
                 if self.silence is not None and protocol.expects_reply(frame) and conn.reuse == REUSE_STREAM:
                     kinds = self.silence.kinds(frame)
-                    expected = self.silence.learned(kinds)
+                    expected = self.silence.learned(kinds, len(frame))
                     # no quiet park where a second connection would displace the first
                     quick = expected and self.conn is conn and not protocol.single_association and self._quiet_room()
             sent = time.perf_counter()
@@ -390,9 +390,9 @@ class CaseRunner:
                                        protocol.frame_length(frame) in (None, len(frame)), expected_silence=True)
             if kinds:
                 if exchange.outcome == "reply":
-                    self.silence.note(kinds, answered=True)  # type: ignore[union-attr]
+                    self.silence.note(kinds, True, len(frame))  # type: ignore[union-attr]
                 elif exchange.outcome == "timeout" and not exchange.leftover:
-                    self.silence.note(kinds, answered=False)  # type: ignore[union-attr]
+                    self.silence.note(kinds, False, len(frame))  # type: ignore[union-attr]
             if in_step and exchange.outcome == "timeout" and not exchange.leftover:
                 # Dropped: the request sent right behind it was answered first. The connection is
                 # replaced all the same, as after any silence: kept, it would carry on a state (an
