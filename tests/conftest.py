@@ -53,10 +53,12 @@ class FaultyServers:
     def __init__(self) -> None:
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
 
-    def __call__(self, *faults: str, hang_seconds: float | None = None, degrade_ms: float | None = None) -> tuple[str, int]:
-        """Start a server with faults like "crash:3" or "hang:6:100"; returns (host, port)."""
+    def __call__(self, *faults: str, hang_seconds: float | None = None, degrade_ms: float | None = None,
+                 extra: tuple[str, ...] = ()) -> tuple[str, int]:
+        """Start a server with faults like "crash:3" or "hang:6:100" (and `extra` options, such as
+        a defect); returns (host, port)."""
         port = free_port()
-        argv = [*script("faulty_modbus.py"), "--port", str(port)]
+        argv = [*script("faulty_modbus.py"), "--port", str(port), *extra]
         for fault in faults:
             argv += ["--fault", fault]
         if hang_seconds is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from otfuzz.engine.campaign import Campaign, CampaignConfig
 from otfuzz.engine.cases import TestCase
-from otfuzz.engine.executor import CaseOutcome, CaseRunner, LateReply
+from otfuzz.engine.executor import QUIET_CEILING, ROOM_BESIDE_PARKS, CaseOutcome, CaseRunner, LateReply, detect_connection_room
 from otfuzz.engine.silence import LEARN_AFTER, SilenceBook
 from otfuzz.protocols.base import ReplyKind
 from otfuzz.protocols.modbus import ModbusTCP
@@ -335,3 +335,33 @@ def test_against_pymodbus_a_frame_longer_than_any_answered_of_its_kind_is_parked
     assert all(kind is ReplyKind.NO_REPLY and waited >= 0.3 for kind, _, waited in dropped)  # longer ones: dropped, waited for
     assert learned[0] is ReplyKind.NO_REPLY and learned[1] and learned[2] < 0.15  # then parked at once
     assert shorter[0] is not ReplyKind.NO_REPLY  # a shorter one is still waited for, and answered
+
+
+def test_the_connection_room_test_counts_every_connection_pymodbus_serves_and_stops_where_a_target_stalls(
+        fresh_pymodbus, faulty_server) -> None:
+    protocol = ModbusTCP()
+    wanted = QUIET_CEILING + ROOM_BESIDE_PARKS
+    served, note = asyncio.run(detect_connection_room(protocol, *fresh_pymodbus, 1.0))
+    assert served == wanted and "each served" in note
+    # stops answering anyone while more than 12 connections are open
+    stalling = faulty_server(hang_seconds=0.5, extra=("--defect", "connection-exhaustion", "--max-clients", "12"))
+    served, note = asyncio.run(detect_connection_room(protocol, *stalling, 0.3))
+    assert served == 12 and "connection 13 of 19 was not served (timeout)" in note, note
+
+
+def test_a_campaign_takes_as_many_quiet_parks_as_the_target_showed_room_for(fresh_pymodbus, faulty_server, tmp_path: Path) -> None:
+    stalling = faulty_server(hang_seconds=0.5, extra=("--defect", "connection-exhaustion", "--max-clients", "12"))
+    parks = {}
+    for name, (_, port) in (("pymodbus", fresh_pymodbus), ("stalling", stalling)):
+        campaign, store = _campaign(tmp_path, port, name, max_cases=400, groups=["structural"])
+        try:
+            assert asyncio.run(campaign.run()) == "completed"
+        finally:
+            store.close()
+        doc = load_results(tmp_path / name)
+        assert doc["totals"]["cases"] == 400
+        parks[name] = doc["search"]["quiet_parks"], [f["class"] for f in doc["findings"]]
+    assert parks["pymodbus"][0]["per_worker"] == QUIET_CEILING
+    # 11 served beside the health probe's own: 8 beside the case's, a spare and a parked one, so the usual four
+    assert parks["stalling"][0]["per_worker"] == CaseRunner.MAX_QUIET and "connection 12 of 19 was not served" in parks["stalling"][0]["note"]
+    assert parks["stalling"][1] == []  # its stall during the test at the start is no finding of any case

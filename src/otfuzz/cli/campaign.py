@@ -57,7 +57,8 @@ def add_commands(sub: Any) -> None:
     run.add_argument("--hold-time", type=float, default=2.0,
                      help="seconds a connection-group pattern holds its connections or partial frame (default 2)")
     run.add_argument("--max-connections", type=int, default=100,
-                     help="connections a connection-group pattern opens at most (default 100; at most 256)")
+                     help="connections a connection-group pattern opens at most (default 100; at most 256); below 19, "
+                          "the start does not test whether the target serves 19 at once (for more quiet parks)")
     run.add_argument("--baseline", type=Path, metavar="FILE",
                      help="known findings (otfuzz findings RUN --save-baseline FILE): exit 1 only on findings not in it")
     add_tester_options(run, "the campaign")

@@ -18,7 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from otfuzz.engine.cases import TestCase
-from otfuzz.engine.executor import PIPELINE_DEPTH, CaseOutcome, CaseRunner, LateReply, detect_pipelining, read_identity
+from otfuzz.engine.executor import (
+    PIPELINE_DEPTH,
+    QUIET_CEILING,
+    ROOM_BESIDE_PARKS,
+    CaseOutcome,
+    CaseRunner,
+    LateReply,
+    detect_connection_room,
+    detect_pipelining,
+    read_identity,
+)
 from otfuzz.engine.findings import (
     CONDITION_SEPARATOR,
     COSTLY,
@@ -258,6 +268,9 @@ class Campaign:
         # Cases in flight at once on a connection: decided at the start (see detect_pipelining).
         self.pipeline_depth = 1
         self.pipelining_note = "--no-pipeline: one request at a time" if not config.pipeline else "not tested"
+        # Quiet parks each worker may hold at once: decided at the start (see _decide_quiet_parks).
+        self.quiet_parks = CaseRunner.MAX_QUIET if self.silence is not None else 0
+        self.quiet_parks_note = "--no-pipeline: no quiet parks" if self.silence is None else "not tested"
         self._windows = 0
         self._windows_cut = 0
         self._alone: set[int] = set()  # cases sent in a window that went unanswered there: run alone
@@ -321,6 +334,7 @@ class Campaign:
             self.pipeline_depth = PIPELINE_DEPTH if handled else 1
         elif self.config.pipeline:
             self.pipelining_note = "one connection or no connections: one request at a time"
+        await self._decide_quiet_parks()
         if resume:
             self._next_id, self.elapsed_before = self.store.progress()
             self._cases_done = sum(sum(r.values()) for r in self.store.counts().values())
@@ -386,6 +400,7 @@ class Campaign:
             "silence": self.silence.as_record() if self.silence is not None else None,
             "pipelining": {"depth": self.pipeline_depth, "note": self.pipelining_note, "windows": self._windows,
                            "windows_cut_short": self._windows_cut},
+            "quiet_parks": {"per_worker": self.quiet_parks, "note": self.quiet_parks_note},
             # since this session of the campaign started (a resumed run counts afresh)
             "requests_sent": {"case_frames": sum(r.frames_sent for r in self._runners),
                               "sync": sum(r.syncs_sent for r in self._runners)},
@@ -473,9 +488,34 @@ class Campaign:
         self._inflight.add(case_id)
         return case_id
 
+    async def _decide_quiet_parks(self) -> None:
+        """How many quiet parks (see otfuzz.engine.silence) each worker may hold at once: more
+        than `CaseRunner.MAX_QUIET` only where the target served every connection of a test at the
+        start, fewer where it served fewer than that many. Not tested where parks cannot be had,
+        where the connection budget (--max-connections) or a rate cap (--rate) says go gently, or
+        where no case breaks a rule (the connection group alone)."""
+        wanted = QUIET_CEILING + ROOM_BESIDE_PARKS
+        if self.silence is None or not connection_oriented(self.protocol) or self.protocol.single_association:
+            return
+        if self.config.rate is not None or self.config.max_connections < wanted or self.config.groups == ["connection"]:
+            self.quiet_parks_note = (f"not tested (--rate, --max-connections below {wanted}, or the connection group alone): "
+                                     f"{self.quiet_parks} at once")
+            return
+        served, note = await detect_connection_room(self.protocol, self.address, self.target.port, self.timeout, wanted)
+        if served == wanted:
+            self.quiet_parks = max(CaseRunner.MAX_QUIET, QUIET_CEILING // self.config.concurrency)
+        else:
+            self.quiet_parks = min(CaseRunner.MAX_QUIET, max(0, served - ROOM_BESIDE_PARKS))
+            self._log("connections", note)
+            if not await self.investigator.wait_ready():  # (a target may stall while it has too many)
+                raise OtfuzzError(f"target {self.target.url} stopped answering the health probe after the connection "
+                                  f"test at the start: {note}")
+        self.quiet_parks_note = f"{note}: {self.quiet_parks} quiet parks at once per worker"
+
     async def _worker(self) -> None:
         runner = self._new_runner()
         runner.silence = self.silence  # (replays in investigations always wait in full)
+        runner.max_quiet = self.quiet_parks
         # a fresh connection ready for the next case that needs one, where a second may stand beside it
         runner.spares = self.silence is not None and connection_oriented(self.protocol) and not self.protocol.single_association
         # a cheap valid request right behind a frame that may be dropped: its answer ends the wait

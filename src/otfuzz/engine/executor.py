@@ -12,7 +12,7 @@ source port per case (`Connection.reuse`, see otfuzz.transport).
 
 A faulty frame of a kind the target has always dropped (see otfuzz.engine.silence) is not
 waited for: its connection is parked for the usual silence wait (a "quiet" park, up to
-`MAX_QUIET` at once) and the next case goes out on a fresh connection, so an answer that still
+`max_quiet` at once) and the next case goes out on a fresh connection, so an answer that still
 comes is read, judged and attributed to its own case (`LateReply.quiet`). Where a second
 connection may stand beside the first (`spares`), the next fresh connection is opened, handshake
 and all, while the current case runs. Where the session can tell their answers apart (DNP3,
@@ -115,6 +115,50 @@ async def detect_pipelining(protocol: Protocol, host: str, port: int, timeout: f
     return True, f"{depth} requests sent at once were each answered, matched by id"
 
 
+QUIET_CEILING = 16
+"""Quiet parks at once (per campaign) where the target served that many connections and more
+at the start (see `detect_connection_room`); against pymodbus the four of `MAX_QUIET` were all
+taken for 210 of 353 full silence waits in 10 s."""
+ROOM_BESIDE_PARKS = 3
+"""Connections a runner holds beside its quiet parks: the case's, a spare, a parked valid request."""
+
+
+async def detect_connection_room(protocol: Protocol, host: str, port: int, timeout: float,
+                                 count: int = QUIET_CEILING + ROOM_BESIDE_PARKS) -> tuple[int, str]:
+    """(how many connections open at once the target served, up to `count`; how it went).
+    Opened one at a time, each asked the health probe's request while the others stay open, and
+    the first asked again at the end (a target may close the oldest to make room); stops at the
+    first that is not served. Asked once at the start: a target that serves fewer gets fewer
+    quiet parks, never more connections than it showed it takes."""
+    probe = protocol.probe().frame
+    conns: list[Connection] = []
+
+    async def served(conn: Connection) -> str | None:
+        result = await conn.exchange(probe, timeout)
+        if result.outcome != "reply" or result.reply is None:
+            return result.outcome
+        kind = protocol.classify(probe, result.reply).kind
+        return None if kind is ReplyKind.NORMAL else f"a {kind.value} reply"
+
+    try:
+        for n in range(1, count + 1):
+            try:
+                conn = await open_connection(protocol, host, port, timeout)
+            except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+                return n - 1, f"connection {n} of {count} could not be opened ({exc or type(exc).__name__})"
+            conns.append(conn)
+            problem = await served(conn)
+            if problem is not None:
+                return n - 1, f"connection {n} of {count} was not served ({problem})"
+        problem = await served(conns[0])
+        if problem is not None:
+            return count - 1, f"the first of {count} connections open at once was not served again ({problem})"
+        return count, f"{count} connections open at once were each served"
+    finally:
+        for conn in conns:
+            conn.close()
+
+
 @dataclass
 class Parked:
     """A connection whose valid request went unanswered within the case timeout."""
@@ -169,6 +213,7 @@ class CaseRunner:
         # Kinds of faulty frames the target always dropped (None: always wait the silence timeout).
         self.silence = silence
         self.quiet: list[Parked] = []
+        self.max_quiet = self.MAX_QUIET  # (the campaign sets it from detect_connection_room)
         self._late: list[LateReply] = []
         self._case: TestCase | None = None
         # A connection opened ahead, handshake done, for the next case that needs a fresh one
@@ -525,9 +570,9 @@ class CaseRunner:
 
     def _quiet_room(self) -> bool:
         """Room for one more quiet park (expired ones are closed first)."""
-        if len(self.quiet) >= self.MAX_QUIET:
+        if len(self.quiet) >= self.max_quiet:
             self._harvest(close_all=False)
-        return len(self.quiet) < self.MAX_QUIET
+        return len(self.quiet) < self.max_quiet
 
     def _answered_in_step(self, conn: Connection, frame: bytes, reply: bytes) -> bool:
         """A malformed answer that carries the id of the one request in flight, with nothing
