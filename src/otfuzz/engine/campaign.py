@@ -491,9 +491,10 @@ class Campaign:
     async def _decide_quiet_parks(self) -> None:
         """How many quiet parks (see otfuzz.engine.silence) each worker may hold at once: more
         than `CaseRunner.MAX_QUIET` only where the target served every connection of a test at the
-        start, fewer where it served fewer than that many. Not tested where parks cannot be had,
-        where the connection budget (--max-connections) or a rate cap (--rate) says go gently, or
-        where no case breaks a rule (the connection group alone)."""
+        start, fewer where it served too few for them beside the case's own, a spare and a parked
+        one. Not tested where parks cannot be had, where the connection budget (--max-connections)
+        or a rate cap (--rate) says go gently, or where no case breaks a rule (the connection
+        group alone)."""
         wanted = QUIET_CEILING + ROOM_BESIDE_PARKS
         if self.silence is None or not connection_oriented(self.protocol) or self.protocol.single_association:
             return
