@@ -351,8 +351,9 @@ def test_the_connection_room_test_counts_every_connection_pymodbus_serves_and_st
 
 def test_a_campaign_takes_as_many_quiet_parks_as_the_target_showed_room_for(fresh_pymodbus, faulty_server, tmp_path: Path) -> None:
     stalling = faulty_server(hang_seconds=0.5, extra=("--defect", "connection-exhaustion", "--max-clients", "12"))
+    narrow = faulty_server(hang_seconds=0.5, extra=("--defect", "connection-exhaustion", "--max-clients", "8"))
     parks = {}
-    for name, (_, port) in (("pymodbus", fresh_pymodbus), ("stalling", stalling)):
+    for name, (_, port) in (("pymodbus", fresh_pymodbus), ("stalling", stalling), ("narrow", narrow)):
         campaign, store = _campaign(tmp_path, port, name, max_cases=400, groups=["structural"])
         try:
             assert asyncio.run(campaign.run()) == "completed"
@@ -362,6 +363,8 @@ def test_a_campaign_takes_as_many_quiet_parks_as_the_target_showed_room_for(fres
         assert doc["totals"]["cases"] == 400
         parks[name] = doc["search"]["quiet_parks"], [f["class"] for f in doc["findings"]]
     assert parks["pymodbus"][0]["per_worker"] == QUIET_CEILING
-    # 11 served beside the health probe's own: 8 beside the case's, a spare and a parked one, so the usual four
+    # 11 served beside the health probe's own: 7 beside the case's, a spare, a parked one and one closing: the usual four
     assert parks["stalling"][0]["per_worker"] == CaseRunner.MAX_QUIET and "connection 12 of 19 was not served" in parks["stalling"][0]["note"]
     assert parks["stalling"][1] == []  # its stall during the test at the start is no finding of any case
+    # 7 served beside the probe's: 3 beside the case's, a spare, a parked one and one closing
+    assert parks["narrow"][0]["per_worker"] == 3 and parks["narrow"][1] == [], parks["narrow"]

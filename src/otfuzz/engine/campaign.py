@@ -506,7 +506,8 @@ class Campaign:
         if served == wanted:
             self.quiet_parks = max(CaseRunner.MAX_QUIET, QUIET_CEILING // self.config.concurrency)
         else:
-            self.quiet_parks = min(CaseRunner.MAX_QUIET, max(0, served - ROOM_BESIDE_PARKS))
+            # (one short of what it served: a closed connection may still count there for a moment)
+            self.quiet_parks = min(CaseRunner.MAX_QUIET, max(0, served - ROOM_BESIDE_PARKS - 1))
             self._log("connections", note)
             if not await self.investigator.wait_ready():  # (a target may stall while it has too many)
                 raise OtfuzzError(f"target {self.target.url} stopped answering the health probe after the connection "
