@@ -496,7 +496,12 @@ class Campaign:
         or a rate cap (--rate) says go gently, or where no case breaks a rule (the connection
         group alone)."""
         wanted = QUIET_CEILING + ROOM_BESIDE_PARKS
-        if self.silence is None or not connection_oriented(self.protocol) or self.protocol.single_association:
+        if self.silence is None:
+            return
+        if not connection_oriented(self.protocol) or self.protocol.single_association:
+            self.quiet_parks = 0  # (the runner never parks there: see CaseRunner._exchange_all)
+            self.quiet_parks_note = ("no connections" if not connection_oriented(self.protocol)
+                                     else "one association at a time") + ": no quiet parks"
             return
         if self.config.rate is not None or self.config.max_connections < wanted or self.config.groups == ["connection"]:
             self.quiet_parks_note = (f"not tested (--rate, --max-connections below {wanted}, or the connection group alone): "
