@@ -516,7 +516,7 @@ class Campaign:
             self._log("connections", note)
             if not await self.investigator.wait_ready():  # (a target may stall while it has too many)
                 raise OtfuzzError(f"target {self.target.url} stopped answering the health probe after the connection "
-                                  f"test at the start: {note}")
+                                  f"test at the start ({note}); --max-connections below {wanted} skips that test")
         self.quiet_parks_note = f"{note}: {self.quiet_parks} quiet parks at once per worker"
 
     async def _worker(self) -> None:
