@@ -498,10 +498,10 @@ class Campaign:
         wanted = QUIET_CEILING + ROOM_BESIDE_PARKS
         if self.silence is None:
             return
-        if not connection_oriented(self.protocol) or self.protocol.single_association:
+        oriented = connection_oriented(self.protocol)
+        if not oriented or self.protocol.single_association:
             self.quiet_parks = 0  # (the runner never parks there: see CaseRunner._exchange_all)
-            self.quiet_parks_note = ("no connections" if not connection_oriented(self.protocol)
-                                     else "one association at a time") + ": no quiet parks"
+            self.quiet_parks_note = ("one association at a time" if oriented else "no connections") + ": no quiet parks"
             return
         if self.config.rate is not None or self.config.max_connections < wanted or self.config.groups == ["connection"]:
             self.quiet_parks_note = (f"not tested (--rate, --max-connections below {wanted}, or the connection group alone): "

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from otfuzz.engine.cases import TestCase
 from otfuzz.engine.rules import RuleMemo
 from otfuzz.engine.silence import QUICK_WAIT, SilenceBook
+from otfuzz.monitor.probe import probe_exchange
 from otfuzz.protocols.base import Protocol, ReplyKind
 from otfuzz.transport import REUSE_CASE, REUSE_STREAM, open_connection
 from otfuzz.transport.target import is_loopback
@@ -134,11 +135,8 @@ async def detect_connection_room(protocol: Protocol, host: str, port: int, timeo
     conns: list[Connection] = []
 
     async def served(conn: Connection) -> str | None:
-        result = await conn.exchange(probe, timeout)
-        if result.outcome != "reply" or result.reply is None:
-            return result.outcome
-        kind = protocol.classify(probe, result.reply).kind
-        return None if kind is ReplyKind.NORMAL else f"a {kind.value} reply"
+        reason, _ = await probe_exchange(protocol, probe, conn, None, timeout)
+        return None if reason == "ok" else reason
 
     try:
         async with asyncio.timeout(max(2.0, 4 * timeout)):  # (each step is bounded too; this bounds them all)
