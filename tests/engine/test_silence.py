@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from otfuzz.engine.campaign import Campaign, CampaignConfig
@@ -90,6 +91,21 @@ def _campaign(tmp_path: Path, port: int, name: str, **options: object) -> tuple[
     return Campaign(config, tmp_path / name, store), store
 
 
+def _on_a_started_campaign(campaign: Campaign, body: Callable[[CaseRunner], Awaitable[object]]) -> None:
+    """Run `body` with a runner of the started campaign; the runner's connections and the
+    probe's are closed after it."""
+    async def run() -> None:
+        await campaign.start(False)
+        runner = campaign._new_runner()
+        try:
+            await body(runner)
+        finally:
+            runner.drop()
+            campaign.probe.close()
+
+    asyncio.run(run())
+
+
 def test_counts_equal_the_case_ids_issued_and_dropped_kinds_are_learned(faulty_server, tmp_path: Path) -> None:
     _, port = faulty_server()  # drops every frame whose protocol id is not 0
     totals = {}
@@ -115,17 +131,8 @@ def test_a_quiet_late_malformed_answer_is_recorded_against_its_own_case(faulty_s
     late = LateReply(case, INPUTS_QUANTITY_ZERO, bytes.fromhex("0007000000030184"), 0.004, ReplyKind.MALFORMED,
                      "reply shorter than its length field", time.perf_counter(), 0, quiet=True)
 
-    async def run() -> None:
-        await campaign.start(False)
-        runner = campaign._new_runner()
-        try:
-            await campaign._quiet_reply(late, runner)
-        finally:
-            runner.drop()
-            campaign.probe.close()
-
     try:
-        asyncio.run(run())
+        _on_a_started_campaign(campaign, lambda runner: campaign._quiet_reply(late, runner))
         anomalies = store.anomalies()
     finally:
         store.close()
@@ -252,28 +259,22 @@ def test_a_quiet_case_answered_after_all_is_counted_by_its_answer_not_as_no_repl
     exception = bytes.fromhex("000700000003018403")  # illegal data value, for fc 4
     answered = CaseOutcome(ReplyKind.NORMAL, "read holding registers", bytes.fromhex("0008000000050103020000"), 0.001, 0)
 
-    async def run() -> None:
-        await campaign.start(False)
-        runner = campaign._new_runner()
-        try:
-            ids = [campaign._take_id() for _ in range(4)]
-            cases = [TestCase(i, "boundary", (INPUTS_QUANTITY_ZERO if i % 2 == 0 else VALID_READ,), "read_input_registers", "")
-                     for i in ids]
-            for quiet, flush_between in ((cases[0], True), (cases[2], False)):
-                parked = CaseOutcome(ReplyKind.NO_REPLY, "timeout", None, 0.0, 0, (), True, expected_silence=True)
-                assert await campaign._judge(quiet, parked, runner)
-                if flush_between:
-                    campaign._flush()  # committed as no reply before its answer is read
-                runner._late.append(LateReply(quiet, INPUTS_QUANTITY_ZERO, exception, 0.004, ReplyKind.EXCEPTION,
-                                              "illegal data value", time.perf_counter(), 0, quiet=True))
-                assert await campaign._judge(cases[quiet.case_id + 1], answered, runner)
-            campaign._flush()
-        finally:
-            runner.drop()
-            campaign.probe.close()
+    async def judge_all(runner: CaseRunner) -> None:
+        ids = [campaign._take_id() for _ in range(4)]
+        cases = [TestCase(i, "boundary", (INPUTS_QUANTITY_ZERO if i % 2 == 0 else VALID_READ,), "read_input_registers", "")
+                 for i in ids]
+        for quiet, flush_between in ((cases[0], True), (cases[2], False)):
+            parked = CaseOutcome(ReplyKind.NO_REPLY, "timeout", None, 0.0, 0, (), True, expected_silence=True)
+            assert await campaign._judge(quiet, parked, runner)
+            if flush_between:
+                campaign._flush()  # committed as no reply before its answer is read
+            runner._late.append(LateReply(quiet, INPUTS_QUANTITY_ZERO, exception, 0.004, ReplyKind.EXCEPTION,
+                                          "illegal data value", time.perf_counter(), 0, quiet=True))
+            assert await campaign._judge(cases[quiet.case_id + 1], answered, runner)
+        campaign._flush()
 
     try:
-        asyncio.run(run())
+        _on_a_started_campaign(campaign, judge_all)
         counts = store.counts()
     finally:
         store.close()
