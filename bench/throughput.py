@@ -145,6 +145,7 @@ def campaign(url: str, seconds: float, extra: list[str]) -> tuple[float, dict[st
         "requests_per_s": round((sent.get("case_frames", 0) + sent.get("sync", 0)) / elapsed, 1),
         "requests_sent": sent,
         "confirmation_s": round(doc["campaign"]["elapsed_s"] - elapsed, 2), "findings": doc["totals"]["findings"],
+        "connection_s": (doc.get("search") or {}).get("connection_s", 0.0),
         "anomalies": doc["totals"]["anomaly_classes"], "replies": doc["totals"]["replies"]}
 
 

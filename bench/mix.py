@@ -1,0 +1,147 @@
+"""Where the default mix's time goes against the minimal responder: each test group alone,
+beside the bare request/response loop, and what the 85% goal (issue 12) would need of them.
+
+bench/throughput.py compares the whole default mix with the bare loop (bench/responder.py, a
+request answered at once). This script runs each group of that mix alone for the same time, in
+this process, and counts for each:
+
+- cases/s and its ratio to the bare loop's requests/s, measured just before and just after the
+  group (this machine's speed drifts by up to 2x within minutes: only neighbours compare);
+- requests a case puts on the wire, and connections it opens (a tap on the TCP transport, as in
+  bench/wire.py): a frame that breaks framing leaves the target's stream out of step, so the
+  next case gets a fresh connection;
+- this process's CPU per case (generation, judging, the store, the transport) and anomalies
+  per case.
+
+Then a model: the groups' weights per 100 cases (otfuzz.engine.strategies.GROUPS) and their own
+rates give the rate the mix would have without connection cases; connection cases take their
+share of the time (CONNECTION_SHARE of a campaign of 20 s or more; in a shorter one, that share
+of 20 s, as the default run's `connection_share` shows). The model takes the long campaign's
+share, the smallest. Last, what 85% of the bare loop would leave each case: the sequence
+group's cases carry several requests that each wait for their answer in order (the state they
+build is the point), so at the bare loop's own pace per request they take a fixed part of the
+budget; the rest is what every other case may cost, wire and CPU.
+
+Prints JSON; asserts nothing (benchmarks are not tests). Every loop and campaign is bounded in time.
+
+    .venv/bin/python bench/mix.py [--seconds 5] [--bare-seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from throughput import bare_loop, campaign  # noqa: E402
+from targets.servers import free_port, start_server, stop_server  # noqa: E402
+
+from otfuzz.engine.campaign import CONNECTION_SHARE  # noqa: E402
+from otfuzz.engine.strategies import GROUPS  # noqa: E402
+from otfuzz.protocols import protocol_for  # noqa: E402
+from otfuzz.transport import tcp  # noqa: E402
+from otfuzz.transport.target import parse_target  # noqa: E402
+
+GOAL = 0.85
+ALONE = [name for name in GROUPS if name != "connection"]  # (connection cases hold for seconds: a share of the time)
+
+
+class _Tap:
+    """Counts the TCP connections otfuzz's transport makes while it is on."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self._made = tcp._Wire.connection_made
+
+    def __enter__(self) -> _Tap:
+        made = self._made
+
+        def counted(wire: tcp._Wire, transport: Any) -> None:
+            self.opened += 1
+            made(wire, transport)
+
+        tcp._Wire.connection_made = counted  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        tcp._Wire.connection_made = self._made  # type: ignore[method-assign]
+
+
+def measure(url: str, seconds: float, groups: list[str]) -> dict[str, Any]:
+    extra = ["--no-confirm", *(["--groups", ",".join(groups)] if groups else [])]
+    cpu = time.process_time()
+    with _Tap() as tap:
+        rate, info = campaign(url, seconds, extra)
+    cpu = time.process_time() - cpu
+    cases = info["cases"]
+    sent = info["requests_sent"]
+    return {"cases_per_s": round(rate, 1), "requests_per_s": info["requests_per_s"],
+            "requests_per_case": round((sent.get("case_frames", 0) + sent.get("sync", 0)) / cases, 3),
+            "connections_per_case": round(tap.opened / cases, 3),
+            "cpu_us_per_case": round(cpu / cases * 1e6, 1),
+            "anomalies_per_case": round(sum(info["anomalies"].values()) / cases, 3),
+            "connection_share": round(info.get("connection_s", 0.0) / info["fuzzing_s"], 3),
+            "cases": cases}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each group's campaign (default 5)")
+    parser.add_argument("--bare-seconds", type=float, default=3.0, help="length of each bare loop (default 3)")
+    args = parser.parse_args()
+    port = free_port()
+    proc = start_server([sys.executable, str(HERE / "responder.py"), "--port", str(port)], port)
+    url = f"modbus://127.0.0.1:{port}"
+    protocol = protocol_for(parse_target(url))
+    rows: dict[str, dict[str, Any]] = {}
+    try:
+        before = asyncio.run(bare_loop(protocol, port, args.bare_seconds))
+        for name in [*ALONE, "default mix"]:
+            row = measure(url, args.seconds, [name] if name in GROUPS else [])
+            after = asyncio.run(bare_loop(protocol, port, args.bare_seconds))
+            bare = (before + after) / 2
+            row.update({"bare_loop_per_s": round(bare, 1), "ratio_to_bare_loop": round(row["cases_per_s"] / bare, 3),
+                        "requests_ratio_to_bare_loop": round(row["requests_per_s"] / bare, 3)})
+            rows[name] = row
+            before = after
+    finally:
+        stop_server(proc)
+    mix = rows["default mix"]
+    weights = {name: GROUPS[name] for name in ALONE}
+    per_100 = sum(weight / rows[name]["cases_per_s"] for name, weight in weights.items())  # seconds per 100 such cases
+    implied = sum(weights.values()) / per_100 * (1 - CONNECTION_SHARE)
+    bare = mix["bare_loop_per_s"]
+    sequence = rows["sequence"]
+    allowed_per_100 = 100 / (GOAL * bare) * (1 - CONNECTION_SHARE)
+    # the sequence cases at the bare loop's pace per request, and nothing else
+    sequence_floor = weights["sequence"] * sequence["requests_per_case"] / bare
+    others = sum(weight for name, weight in weights.items() if name != "sequence")
+    model = {
+        "weights_per_100_cases": GROUPS,
+        "connection_share": CONNECTION_SHARE,
+        "mix_from_groups_per_s": round(implied, 1),
+        "mix_measured_per_s": mix["cases_per_s"],
+        "goal_per_s": round(GOAL * bare, 1),
+        "goal_us_per_case": round(allowed_per_100 / 100 * 1e6, 1),
+        "sequence_floor_us_per_100_cases": round(sequence_floor * 1e6, 1),
+        "left_per_other_case_us": round((allowed_per_100 - sequence_floor) / others * 1e6, 1),
+        "bare_loop_us_per_request": round(1e6 / bare, 1),
+        # the same in the bare loop's round trips (whatever this machine's speed): a case sent
+        # alone, waiting for its answer before the next goes out, takes at least one
+        "left_per_other_case_in_round_trips": round((allowed_per_100 - sequence_floor) / others * bare, 3),
+        "other_groups_us_per_case_now": {name: round(1e6 / rows[name]["cases_per_s"], 1)
+                                         for name in weights if name != "sequence"},
+    }
+    print(json.dumps({"url": url, "groups": rows, "model": model}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
