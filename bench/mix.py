@@ -11,7 +11,8 @@ this process, and counts for each:
   bench/wire.py): a frame that breaks framing leaves the target's stream out of step, so the
   next case gets a fresh connection;
 - this process's CPU per case while fuzzing (generation, judging, the store, the transport)
-  and anomalies per case. Campaigns run at the defaults but `--confirm-time 1`: findings are
+  and anomalies per case; and, apart, the CPU of generating a case alone (no network: the
+  generator, its rules and triggers, as the campaign prepares a case, over `--generate` ids). Campaigns run at the defaults but `--confirm-time 1`: findings are
   confirmed while fuzzing within their share, as always, and what is left gets 1 s after it.
 
 Then a model: the groups' weights per 100 cases (otfuzz.engine.strategies.GROUPS) and their own
@@ -25,7 +26,7 @@ budget; the rest is what every other case may cost, wire and CPU.
 
 Prints JSON; asserts nothing (benchmarks are not tests). Every loop and campaign is bounded in time.
 
-    .venv/bin/python bench/mix.py [--seconds 5] [--bare-seconds 3]
+    .venv/bin/python bench/mix.py [--seconds 5] [--bare-seconds 3] [--generate 20000]
 """
 
 from __future__ import annotations
@@ -46,7 +47,12 @@ from throughput import bare_loop, campaign  # noqa: E402
 from targets.servers import free_port, start_server, stop_server  # noqa: E402
 
 from otfuzz.engine.campaign import CONNECTION_SHARE, Campaign  # noqa: E402
+from otfuzz.engine.feedback import Feedback  # noqa: E402
+from otfuzz.engine.findings import trigger_of  # noqa: E402
+from otfuzz.engine.generator import CaseGenerator  # noqa: E402
+from otfuzz.engine.rules import RuleMemo  # noqa: E402
 from otfuzz.engine.strategies import GROUPS  # noqa: E402
+from otfuzz.engine.values import Dictionary  # noqa: E402
 from otfuzz.protocols import protocol_for  # noqa: E402
 from otfuzz.transport import tcp  # noqa: E402
 from otfuzz.transport.target import parse_target  # noqa: E402
@@ -104,10 +110,29 @@ def measure(url: str, seconds: float, groups: list[str]) -> dict[str, Any]:
             "cases": cases}
 
 
+def generation_us(url: str, groups: list[str], cases: int) -> float:
+    """CPU per case of making cases 0.. and preparing them as a campaign does (its rules and
+    triggers, remembered per frame), with no target: a part of each case's CPU the bare loop
+    never spends (the campaign does it while the target works, but on the same core)."""
+    protocol = protocol_for(parse_target(url))
+    generator = CaseGenerator(protocol, 1, groups or None, False, True, Feedback(Dictionary(protocol.dictionary())))
+    rules, triggers = RuleMemo(protocol), {}
+    cpu = time.process_time()
+    for case_id in range(cases):
+        case = generator.case(case_id)
+        if case.pattern is None:
+            for frame in case.frames:
+                rules(frame)
+                if frame not in triggers:
+                    triggers[frame] = trigger_of(protocol, frame, rules)
+    return (time.process_time() - cpu) / cases * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each group's campaign (default 5)")
     parser.add_argument("--bare-seconds", type=float, default=3.0, help="length of each bare loop (default 3)")
+    parser.add_argument("--generate", type=int, default=20000, help="cases generated per group, no network (default 20000)")
     args = parser.parse_args()
     port = free_port()
     proc = start_server([sys.executable, str(HERE / "responder.py"), "--port", str(port)], port)
@@ -126,6 +151,8 @@ def main() -> None:
             before = after
     finally:
         stop_server(proc)
+    for name, row in rows.items():  # (after the wire: nothing between a campaign and its bare loops)
+        row["generation_us_per_case"] = round(generation_us(url, [name] if name in GROUPS else [], args.generate), 1)
     mix = rows["default mix"]
     weights = {name: GROUPS[name] for name in ALONE}
     per_100 = sum(weight / rows[name]["cases_per_s"] for name, weight in weights.items())  # seconds per 100 such cases
