@@ -245,6 +245,9 @@ class Campaign:
         self.grace = 0.0 if self.protocol.single_association else config.recovery_timeout
         self.investigating_s = 0.0  # time spent replaying and minimising new findings while fuzzing
         self._triggers: dict[bytes, Trigger] = {}
+        # a case's triggers from its preparation until its feedback is taken in (asked for three
+        # times on the way: by the case itself, not by its id, since a replay may cut a case short)
+        self._case_trigger_memo: dict[int, tuple[TestCase, tuple[list[Trigger | str], list[Trigger | str]]]] = {}
         self.rules = RuleMemo(self.protocol)  # check_request once per frame, for every layer
         # Cases judged whose feedback (corpus, dictionary) is still to be taken in: that work
         # waits until the next request is on the wire, and is always done before the next case
@@ -609,6 +612,7 @@ class Campaign:
         if known is not None:
             self._matches[case.case_id] = (known.id, held)
         if held:
+            self._case_trigger_memo.pop(case.case_id, None)  # (never judged, so never observed)
             self._results[case.case_id] = (case.group, "suppressed")
             self._cases_done += 1
             self._inflight.discard(case.case_id)
@@ -726,6 +730,7 @@ class Campaign:
                 self._details.clear()
             detail = self._details[outcome.detail] = blank_values(outcome.detail)[:60]
         last = self._case_triggers(case)[1]
+        self._case_trigger_memo.pop(case.case_id, None)  # (its last use)
         request_type = last[-1].request_type if last and isinstance(last[-1], Trigger) else case.template
         key = observation(request_type, outcome.kind.value, detail, len(outcome.reply or b""), outcome.latency)
         if self.feedback.novel(key):
@@ -794,6 +799,11 @@ class Campaign:
         if case.pattern is not None:
             pattern: list[Trigger | str] = [Trigger(case.template, ())]
             return pattern, pattern
+        memo = self._case_trigger_memo.get(case.case_id)
+        if memo is not None and memo[0] is case:
+            return memo[1]
+        if len(self._case_trigger_memo) >= TRIGGER_CACHE:  # (cases prepared and never judged: a stop)
+            self._case_trigger_memo.clear()
         fault: list[Trigger | str] = [fault_trigger(case.fault)] if case.fault else []
         every: list[Trigger | str] = list(fault)
         last: list[Trigger | str] = list(fault)
@@ -807,6 +817,7 @@ class Campaign:
                 every.append(trigger)
                 if n == len(case.frames) - 1 and part is frame:
                     last.append(trigger)
+        self._case_trigger_memo[case.case_id] = (case, (every, last))
         return every, last
 
     def _parts(self, frame: bytes, limit: int = 8) -> list[bytes]:
