@@ -6,7 +6,8 @@ request answered at once). This script runs each group of that mix alone for the
 this process, and counts for each:
 
 - cases/s and its ratio to the bare loop's requests/s, measured just before and just after the
-  group (this machine's speed drifts by up to 2x within minutes: only neighbours compare);
+  group (this machine's speed drifts by up to 2x within minutes: only neighbours compare), and
+  the bare loop's own CPU per request;
 - requests a case puts on the wire, and connections it opens (a tap on the TCP transport, as in
   bench/wire.py): a frame that breaks framing leaves the target's stream out of step, so the
   next case gets a fresh connection;
@@ -22,7 +23,9 @@ of 20 s, as the default run's `connection_share` shows). The model takes the lon
 share, the smallest. Last, what 85% of the bare loop would leave each case: the sequence
 group's cases carry several requests that each wait for their answer in order (the state they
 build is the point), so at the bare loop's own pace per request they take a fixed part of the
-budget; the rest is what every other case may cost, wire and CPU.
+budget; the rest is what every other case may cost, wire and CPU. And since one process on one
+core spends at most a case's wall time on it, the goal's time per case, less the case's
+exchanges at the bare loop's own CPU per request, is the CPU left to make, judge and record it.
 
 Prints JSON; asserts nothing (benchmarks are not tests). Every loop and campaign is bounded in time.
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -139,11 +143,19 @@ def main() -> None:
     url = f"modbus://127.0.0.1:{port}"
     protocol = protocol_for(parse_target(url))
     rows: dict[str, dict[str, Any]] = {}
+    bare_cpu: list[float] = []  # this process's CPU per request of each bare loop
+
+    def bare_rate() -> float:
+        cpu = time.process_time()
+        rate = asyncio.run(bare_loop(protocol, port, args.bare_seconds))
+        bare_cpu.append((time.process_time() - cpu) / (rate * args.bare_seconds))
+        return rate
+
     try:
-        before = asyncio.run(bare_loop(protocol, port, args.bare_seconds))
+        before = bare_rate()
         for name in [*ALONE, "default mix"]:
             row = measure(url, args.seconds, [name] if name in GROUPS else [])
-            after = asyncio.run(bare_loop(protocol, port, args.bare_seconds))
+            after = bare_rate()
             bare = (before + after) / 2
             row.update({"bare_loop_per_s": round(bare, 1), "ratio_to_bare_loop": round(row["cases_per_s"] / bare, 3),
                         "requests_ratio_to_bare_loop": round(row["requests_per_s"] / bare, 3)})
@@ -173,11 +185,20 @@ def main() -> None:
         "sequence_floor_us_per_100_cases": round(sequence_floor * 1e6, 1),
         "left_per_other_case_us": round((allowed_per_100 - sequence_floor) / others * 1e6, 1),
         "bare_loop_us_per_request": round(1e6 / bare, 1),
+        "bare_loop_cpu_us_per_request": round(statistics.median(bare_cpu) * 1e6, 1),
         # the same in the bare loop's round trips (whatever this machine's speed): a case sent
         # alone, waiting for its answer before the next goes out, takes at least one
         "left_per_other_case_in_round_trips": round((allowed_per_100 - sequence_floor) / others * bare, 3),
         "other_groups_us_per_case_now": {name: round(1e6 / rows[name]["cases_per_s"], 1)
                                          for name in weights if name != "sequence"},
+        # One process on one core spends at most a case's wall time on it: the goal's time per
+        # case is also its CPU budget. Less the exchanges themselves, at the bare loop's own cost
+        # per request, that leaves this much for making, judging and recording a case:
+        "cpu_left_beyond_the_exchanges_us_per_case": round(
+            allowed_per_100 / 100 * 1e6 - mix["requests_per_case"] * statistics.median(bare_cpu) * 1e6, 1),
+        "mix_cpu_us_per_case_now": mix["cpu_us_per_case"],
+        "mix_generation_us_per_case": mix["generation_us_per_case"],
+        "mix_connections_per_case": mix["connections_per_case"],
     }
     print(json.dumps({"url": url, "groups": rows, "model": model}, indent=2))
 
