@@ -245,8 +245,8 @@ class Campaign:
         self.grace = 0.0 if self.protocol.single_association else config.recovery_timeout
         self.investigating_s = 0.0  # time spent replaying and minimising new findings while fuzzing
         self._triggers: dict[bytes, Trigger] = {}
-        # a case's triggers from its preparation until its feedback is taken in (asked for three
-        # times on the way: by the case itself, not by its id, since a replay may cut a case short)
+        # a case's triggers, from its preparation until its feedback is taken in (asked for up to
+        # three times on the way); matched by the case object, since a case cut short keeps its id
         self._case_trigger_memo: dict[int, tuple[TestCase, tuple[list[Trigger | str], list[Trigger | str]]]] = {}
         self.rules = RuleMemo(self.protocol)  # check_request once per frame, for every layer
         # Cases judged whose feedback (corpus, dictionary) is still to be taken in: that work

@@ -440,7 +440,7 @@ class SequenceStrategy(Strategy):
         key = (which, tuple(values))
         tied = self._tied.get(key)
         if tied is None:
-            if len(self._tied) >= 4096:  # (many shared fields: more sets than a campaign meets twice)
+            if len(self._tied) >= 4096:  # (bounded: with many shared fields, the sets are many)
                 self._tied.clear()
             names = self.names
             tied = self._tied[key] = [i for i in pool if not names[i].isdisjoint(values)] or pool
