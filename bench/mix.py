@@ -66,11 +66,13 @@ ALONE = [name for name in GROUPS if name != "connection"]  # (connection cases h
 
 
 class _Tap:
-    """Counts the TCP connections otfuzz's transport makes while it is on, and notes this
-    process's CPU time when fuzzing ends (confirmation, after it, is not in the rate)."""
+    """Counts the TCP connections otfuzz's transport makes while it is on, and notes them and
+    this process's CPU time (from the campaign's start) when fuzzing ends: confirmation, after
+    it, is not in the rate."""
 
     def __init__(self) -> None:
         self.opened = 0
+        self.fuzzing_opened = 0
         self.fuzzing_cpu: float | None = None
         self._made = tcp._Wire.connection_made
         self._confirm = Campaign.confirm_pending
@@ -84,6 +86,7 @@ class _Tap:
 
         async def confirming(campaign: Campaign) -> None:
             self.fuzzing_cpu = time.process_time() - started
+            self.fuzzing_opened = self.opened
             await confirm(campaign)
 
         tcp._Wire.connection_made = counted  # type: ignore[method-assign]
@@ -107,7 +110,7 @@ def measure(url: str, seconds: float, groups: list[str]) -> dict[str, Any]:
     sent = info["requests_sent"]
     return {"cases_per_s": round(rate, 1), "requests_per_s": info["requests_per_s"],
             "requests_per_case": round((sent.get("case_frames", 0) + sent.get("sync", 0)) / cases, 3),
-            "connections_per_case": round(tap.opened / cases, 3),
+            "connections_per_case": round(tap.fuzzing_opened / cases, 3),
             "cpu_us_per_case": round(cpu / cases * 1e6, 1),
             "anomalies_per_case": round(sum(info["anomalies"].values()) / cases, 3),
             "connection_share": round(info.get("connection_s", 0.0) / info["fuzzing_s"], 3),
