@@ -399,7 +399,7 @@ class SequenceStrategy(Strategy):
         self._steps: dict[tuple[int, tuple[tuple[str, int], ...]], bytes] = {}
         # what a shared value is drawn from: the dictionary's fixed part (never what the target
         # reported) and the field's boundaries, so built once; and which steps carry a set of
-        # shared fields. Both were built again for every case: ~40% of generating a sequence.
+        # shared fields. Both were built again for every case: about a third of making a sequence.
         self.pools = {name: [v for v in self.dictionary.candidates(f) if isinstance(v, int)] + list(f.boundary_values())
                       for name, f in self.shared.items()}
         self._tied: dict[tuple[int, tuple[str, ...]], list[int]] = {}
